@@ -1,0 +1,243 @@
+//! Engine ingest throughput against raw RocksDB, in one run.
+//!
+//! Baseline: raw RocksDB `WriteBatch` puts of the same payload bytes under
+//! the same keys, batches of the same size, each batch fsynced. Engine: the
+//! same changes through [`Log::ingest`] on a [`RocksStore`] with `sync`
+//! durability (each batch one atomic, fsynced WriteBatch: log entries +
+//! merged items + applied vector + HLC mark). Prints both rates, their ratio,
+//! the peak RSS of each phase, and the stored bytes per item against the raw
+//! payload (the CRDT metadata overhead).
+//!
+//! Run: `cargo run --release -p tributary-bench --bin engine_ingest [-- --changes N]`
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tributary_engine::change::{Change, Op};
+use tributary_engine::clock::SystemClock;
+use tributary_engine::ids::{AttrName, RegionId, TableName};
+use tributary_engine::key::ItemKey;
+use tributary_engine::log::{Log, LogConfig};
+use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
+use tributary_engine::store::{Durability, LogStore, RocksOptions, RocksStore};
+use tributary_engine::value::{AttrValue, Scalar};
+
+/// Engine ingest benchmark.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Number of changes.
+    #[arg(long, default_value_t = 1_000_000)]
+    changes: u64,
+    /// Changes per batch (one atomic, fsynced commit each).
+    #[arg(long, default_value_t = 1_000)]
+    batch: u64,
+    /// Distinct items the changes go to (default: one item per change).
+    #[arg(long)]
+    keys: Option<u64>,
+}
+
+fn attr(s: &str) -> AttrName {
+    AttrName::new(s).expect("valid attribute name")
+}
+
+fn table() -> TableName {
+    TableName::new("items").expect("valid table")
+}
+
+/// One change of about 200 bytes of payload; returns the change and its raw
+/// payload (the same attribute names and values, concatenated).
+fn change(i: u64, keys: u64) -> (Change, Vec<u8>) {
+    let k = i % keys;
+    let title = format!("title {k:012} {:>40}", i);
+    let body = format!("{:0>96}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let tags = [format!("tag-{:04}", i % 97), format!("tag-{:04}", i % 89)];
+    let key = ItemKey::new(table(), Scalar::S(format!("item-{k:012}")), None).expect("valid key");
+    let mut raw = Vec::new();
+    for (n, v) in [
+        ("pk", key.partition().to_string()),
+        ("title", title.clone()),
+        ("body", body.clone()),
+    ] {
+        raw.extend_from_slice(n.as_bytes());
+        raw.extend_from_slice(v.as_bytes());
+    }
+    raw.extend_from_slice(b"qty1tags");
+    for t in &tags {
+        raw.extend_from_slice(t.as_bytes());
+    }
+    let ops = vec![
+        Op::Set {
+            attr: attr("title"),
+            value: AttrValue::S(title),
+        },
+        Op::Set {
+            attr: attr("body"),
+            value: AttrValue::S(body),
+        },
+        Op::Add {
+            attr: attr("qty"),
+            amount: 1,
+        },
+        Op::AddToSet {
+            attr: attr("tags"),
+            elements: tags.into_iter().map(Scalar::S).collect(),
+        },
+    ];
+    (
+        Change {
+            key,
+            ops,
+            source_millis: None,
+        },
+        raw,
+    )
+}
+
+/// Peak resident set size since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Resets the kernel's peak-RSS mark (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+struct Phase {
+    elapsed: Duration,
+    peak_rss_mib: f64,
+}
+
+fn raw_rocksdb(dir: &Path, args: &Args, keys: u64) -> Result<Phase> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    let db = rocksdb::DB::open(&opts, dir)?;
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    reset_peak_rss();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < args.changes {
+        let mut batch = rocksdb::WriteBatch::default();
+        for j in i..(i + args.batch).min(args.changes) {
+            let (c, raw) = change(j, keys);
+            batch.put(c.key.encode(), raw);
+        }
+        db.write_opt(batch, &wo)?;
+        i += args.batch;
+    }
+    Ok(Phase {
+        elapsed: start.elapsed(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn engine(dir: &Path, args: &Args, keys: u64) -> Result<(Phase, RocksStore)> {
+    let schema = TableSchema::new(table(), attr("pk"), None)?
+        .with_policy(attr("qty"), MergePolicy::Counter)?
+        .with_policy(attr("tags"), MergePolicy::Set)?;
+    let store = RocksStore::open(RocksOptions::new(dir, Durability::Sync))?;
+    let config = LogConfig {
+        region: RegionId::new("bench-1")?,
+        schemas: [schema].into_iter().collect::<Schemas>(),
+        max_clock_skew: Duration::from_secs(30),
+    };
+    let mut log = Log::open(store, config, SystemClock)?;
+    reset_peak_rss();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < args.changes {
+        let changes: Vec<Change> = (i..(i + args.batch).min(args.changes))
+            .map(|j| change(j, keys).0)
+            .collect();
+        let report = log.ingest(&changes, Vec::new())?;
+        if let Some(err) = report.outcomes.iter().find_map(|o| o.as_ref().err()) {
+            anyhow::bail!("bench change refused: {err}");
+        }
+        i += args.batch;
+    }
+    let phase = Phase {
+        elapsed: start.elapsed(),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    Ok((phase, log.into_store()))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let keys = args.keys.unwrap_or(args.changes).max(1);
+    let raw_dir = tempfile::tempdir()?;
+    let eng_dir = tempfile::tempdir()?;
+    let payload: u64 = (0..keys.min(args.changes))
+        .map(|i| change(i, keys).1.len() as u64)
+        .sum();
+    let items = keys.min(args.changes);
+
+    println!(
+        "engine ingest: {} changes, batches of {}, {} items, ~{} payload bytes per item",
+        args.changes,
+        args.batch,
+        items,
+        payload / items
+    );
+    let raw = raw_rocksdb(raw_dir.path(), &args, keys).context("raw RocksDB baseline")?;
+    let (eng, store) = engine(eng_dir.path(), &args, keys).context("engine ingest")?;
+
+    let rate = |p: &Phase| args.changes as f64 / p.elapsed.as_secs_f64();
+    println!(
+        "raw RocksDB WriteBatch puts : {:>10.0} changes/s  peak RSS {:>7.1} MiB",
+        rate(&raw),
+        raw.peak_rss_mib
+    );
+    println!(
+        "engine Log::ingest          : {:>10.0} changes/s  peak RSS {:>7.1} MiB",
+        rate(&eng),
+        eng.peak_rss_mib
+    );
+    println!(
+        "ratio engine / raw          : {:>10.2}x  (target >= 0.5x)",
+        rate(&eng) / rate(&raw)
+    );
+
+    store.flush()?;
+    let sizes = store.approximate_sizes()?;
+    let per_item = sizes.items as f64 / items as f64;
+    let raw_per_item = payload as f64 / items as f64;
+    println!(
+        "stored item state           : {:>10.1} bytes/item vs {:.1} raw payload bytes = {:.2}x (target <= 1.5x)",
+        per_item,
+        raw_per_item,
+        per_item / raw_per_item
+    );
+    println!(
+        "stored log                  : {:>10.1} bytes/change (kept until every peer acknowledged)",
+        sizes.log as f64 / args.changes as f64
+    );
+    let mut exact = 0usize;
+    let mut after = None;
+    loop {
+        let page = store.scan_items(None, after.as_ref(), 10_000)?;
+        exact += page
+            .iter()
+            .map(|(k, s)| tributary_engine::store::encoded_item_len(k, s))
+            .sum::<usize>();
+        match page.last() {
+            Some((k, _)) => after = Some(k.clone()),
+            None => break,
+        }
+    }
+    println!(
+        "encoded item values (exact) : {:>10.1} bytes/item = {:.2}x raw",
+        exact as f64 / items as f64,
+        exact as f64 / payload as f64
+    );
+    Ok(())
+}

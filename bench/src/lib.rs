@@ -1,0 +1,1 @@
+//! Tributary benchmarks (see the binaries under `src/bin/`).

@@ -1,0 +1,352 @@
+//! The CRDT log of one region: local changes in, remote entries in, one
+//! atomic store commit per batch.
+//!
+//! [`Log`] is the single writer of a [`LogStore`]. It stamps local changes
+//! (origin = this region, the next dense `seq`, an HLC), turns them into
+//! deltas against the current item states, and commits log entries, merged
+//! items, the applied vector, source checkpoints and the HLC mark in one
+//! [`CommitBatch`]. Remote entries are applied in per-origin `seq` order and
+//! in causal order (an entry waits for its `deps`): duplicates are skipped
+//! (idempotent apply); a gap or a missing dependency stops the batch there.
+//!
+//! Invariants: `applied[o]` is the highest seq of origin `o` in the log and
+//! every lower one is there too (or was truncated after all peers had it);
+//! an item's stored state is the join of every applied entry for it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::change::{Change, LogEntry};
+use crate::clock::{Clock, ClockSkew, HybridClock};
+use crate::crdt::{ItemState, OpError};
+use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
+use crate::key::ItemKey;
+use crate::schema::Schemas;
+use crate::store::{Checkpoint, CommitBatch, Durability, LogStore, StoreError};
+
+/// Why one local change was refused (the rest of its batch goes on). For a
+/// source record this means "dead-letter it".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The table is not replicated by this node.
+    #[error("unknown table {0}: add a [[tables]] entry for it")]
+    UnknownTable(TableName),
+    /// The ops do not fit the item or its schema.
+    #[error("item {key}: {source}")]
+    Op {
+        /// The item.
+        key: ItemKey,
+        /// What is wrong.
+        source: OpError,
+    },
+}
+
+/// What became of a batch of local changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Per change, in order: its `(seq, hlc)` or why it was refused.
+    pub outcomes: Vec<Result<(Seq, Hlc), ChangeError>>,
+    /// True when the accepted changes are already durable; otherwise they
+    /// are durable after the next [`Log::sync`].
+    pub durable: bool,
+}
+
+/// Why applying remote entries stopped early (the entries before the stop
+/// were applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyStop {
+    /// An entry skipped ahead of the applied vector: the sender must resend
+    /// from `expected`.
+    Gap {
+        /// The origin.
+        origin: RegionId,
+        /// The seq that must come next.
+        expected: Seq,
+        /// The seq that came.
+        got: Seq,
+    },
+    /// An entry's causal past is not applied yet: the entries it depends on
+    /// must come first (from any peer).
+    MissingDeps {
+        /// The entry's origin.
+        origin: RegionId,
+        /// The entry's seq.
+        seq: Seq,
+        /// What it depends on beyond the applied vector.
+        missing: VersionVector,
+    },
+    /// An entry's HLC is too far in the future: back off and retry later.
+    ClockSkew(ClockSkew),
+}
+
+/// What became of a batch of remote entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Entries applied.
+    pub applied: usize,
+    /// Entries skipped because they were already in the log.
+    pub duplicates: usize,
+    /// Why the batch stopped early, if it did.
+    pub stopped: Option<ApplyStop>,
+    /// True when the applied entries are already durable.
+    pub durable: bool,
+}
+
+/// Settings of a [`Log`].
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// This region: the origin of local changes.
+    pub region: RegionId,
+    /// The replicated tables.
+    pub schemas: Schemas,
+    /// How far ahead of the local clock a remote timestamp may be.
+    pub max_clock_skew: Duration,
+}
+
+/// The region's CRDT log over a store.
+pub struct Log<S, C> {
+    store: S,
+    config: LogConfig,
+    hlc: HybridClock<C>,
+    applied: VersionVector,
+}
+
+impl<S: LogStore, C: Clock> Log<S, C> {
+    /// Opens the log on `store`, resuming its applied vector and HLC mark.
+    pub fn open(store: S, config: LogConfig, clock: C) -> Result<Self, StoreError> {
+        let applied = store.applied()?;
+        let hlc = HybridClock::new(clock, store.hlc_mark()?, config.max_clock_skew);
+        Ok(Self {
+            store,
+            config,
+            hlc,
+            applied,
+        })
+    }
+
+    /// This region.
+    pub fn region(&self) -> &RegionId {
+        &self.config.region
+    }
+
+    /// The replicated tables.
+    pub fn schemas(&self) -> &Schemas {
+        &self.config.schemas
+    }
+
+    /// The store (for reads; writes go through the log).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Closes the log, handing back its store.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The applied vector.
+    pub fn applied(&self) -> &VersionVector {
+        &self.applied
+    }
+
+    /// The HLC.
+    pub fn clock(&self) -> &HybridClock<C> {
+        &self.hlc
+    }
+
+    /// A fresh HLC reading (e.g. for heartbeats).
+    pub fn now(&mut self) -> Hlc {
+        self.hlc.now()
+    }
+
+    /// The merged state of an item.
+    pub fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError> {
+        self.store.item(key)
+    }
+
+    /// Entries of `origin` after `after`, for shipping.
+    pub fn entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.store.entries(origin, after, limit)
+    }
+
+    /// Makes every committed batch durable (group commit).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+
+    /// Ingests local changes in one atomic commit, together with the source
+    /// positions they came from. Refused changes are reported, not written;
+    /// the checkpoints are written even if every change was refused (the
+    /// caller dead-letters those records first).
+    pub fn ingest(
+        &mut self,
+        changes: &[Change],
+        checkpoints: Vec<(SourceId, Checkpoint)>,
+    ) -> Result<IngestReport, StoreError> {
+        let mut states = self.load(changes.iter().map(|c| &c.key))?;
+        let mut batch = CommitBatch {
+            checkpoints,
+            ..CommitBatch::default()
+        };
+        let mut applied = self.applied.clone();
+        let region = self.config.region.clone();
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut deps = self.applied.clone();
+        deps.set(region.clone(), Seq::ZERO);
+        for change in changes {
+            let Some(schema) = self.config.schemas.get(change.key.table()) else {
+                outcomes.push(Err(ChangeError::UnknownTable(change.key.table().clone())));
+                continue;
+            };
+            let current = states.entry(change.key.clone()).or_default();
+            let hlc = match change.source_millis {
+                Some(ms) => self.hlc.stamp_source(ms),
+                None => self.hlc.now(),
+            };
+            match current.prepare(schema, &region, hlc, &change.ops) {
+                Ok(prepared) => {
+                    let seq = applied.get(&region).next();
+                    applied.set(region.clone(), seq);
+                    *current = prepared.state;
+                    batch.entries.push(LogEntry {
+                        origin: region.clone(),
+                        seq,
+                        hlc,
+                        deps: deps.clone(),
+                        key: change.key.clone(),
+                        delta: prepared.delta,
+                    });
+                    outcomes.push(Ok((seq, hlc)));
+                }
+                Err(source) => outcomes.push(Err(ChangeError::Op {
+                    key: change.key.clone(),
+                    source,
+                })),
+            }
+        }
+        self.commit(batch, states, applied)?;
+        Ok(IngestReport {
+            outcomes,
+            durable: self.store.durability() == Durability::Sync,
+        })
+    }
+
+    /// Applies entries received from a peer, in order, in one atomic
+    /// commit. Entries already applied are skipped; the first entry that
+    /// would leave a gap, or whose HLC is beyond the clock-skew bound,
+    /// stops the batch (everything before it is applied).
+    pub fn apply_remote(&mut self, entries: &[LogEntry]) -> Result<ApplyReport, StoreError> {
+        let mut applied = self.applied.clone();
+        let mut accepted = Vec::new();
+        let mut duplicates = 0;
+        let mut stopped = None;
+        for entry in entries {
+            let have = applied.get(&entry.origin);
+            if entry.seq <= have {
+                duplicates += 1;
+                continue;
+            }
+            if entry.seq != have.next() {
+                stopped = Some(ApplyStop::Gap {
+                    origin: entry.origin.clone(),
+                    expected: have.next(),
+                    got: entry.seq,
+                });
+                break;
+            }
+            let missing: VersionVector = entry
+                .deps
+                .iter()
+                .filter(|(o, s)| **o != entry.origin && *s > applied.get(o))
+                .map(|(o, s)| (o.clone(), s))
+                .collect();
+            if !missing.is_empty() {
+                stopped = Some(ApplyStop::MissingDeps {
+                    origin: entry.origin.clone(),
+                    seq: entry.seq,
+                    missing,
+                });
+                break;
+            }
+            if let Err(skew) = self.hlc.observe(entry.hlc) {
+                stopped = Some(ApplyStop::ClockSkew(skew));
+                break;
+            }
+            applied.set(entry.origin.clone(), entry.seq);
+            accepted.push(entry);
+        }
+        let mut states = self.load(accepted.iter().map(|e| &e.key))?;
+        for entry in &accepted {
+            states
+                .entry(entry.key.clone())
+                .or_default()
+                .join(&entry.delta);
+        }
+        let batch = CommitBatch {
+            entries: accepted.iter().map(|e| (*e).clone()).collect(),
+            ..CommitBatch::default()
+        };
+        let applied_count = accepted.len();
+        if applied_count > 0 {
+            self.commit(batch, states, applied)?;
+        }
+        Ok(ApplyReport {
+            applied: applied_count,
+            duplicates,
+            stopped,
+            durable: self.store.durability() == Durability::Sync,
+        })
+    }
+
+    /// Removes the log prefix that every one of `peers` acknowledged and
+    /// returns the vector truncated up to.
+    pub fn truncate_acknowledged(&self, peers: &[RegionId]) -> Result<VersionVector, StoreError> {
+        let mut upto = self.applied.clone();
+        for peer in peers {
+            upto = upto.meet(&self.store.acked(peer)?);
+        }
+        self.store.truncate(&upto)?;
+        Ok(upto)
+    }
+
+    /// Current states of the given items (each loaded once).
+    fn load<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k ItemKey>,
+    ) -> Result<BTreeMap<ItemKey, ItemState>, StoreError> {
+        let mut unique: Vec<ItemKey> = keys.cloned().collect();
+        unique.sort();
+        unique.dedup();
+        let found = self.store.items(&unique)?;
+        Ok(unique
+            .into_iter()
+            .zip(found)
+            .map(|(k, s)| (k, s.unwrap_or_default()))
+            .collect())
+    }
+
+    fn commit(
+        &mut self,
+        mut batch: CommitBatch,
+        states: BTreeMap<ItemKey, ItemState>,
+        applied: VersionVector,
+    ) -> Result<(), StoreError> {
+        let touched: std::collections::BTreeSet<&ItemKey> =
+            batch.entries.iter().map(|e| &e.key).collect();
+        batch.items = states
+            .iter()
+            .filter(|(k, _)| touched.contains(k))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        batch.applied = applied.clone();
+        batch.hlc_mark = self.hlc.high_water();
+        self.store.commit(&batch)?;
+        self.applied = applied;
+        Ok(())
+    }
+}

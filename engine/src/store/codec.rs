@@ -1,0 +1,825 @@
+//! The on-disk layout shared by every store: column families, key
+//! encodings and the value envelope.
+//!
+//! # Values
+//!
+//! Every stored value is `[format version u8][payload][crc32 LE]`, where the
+//! payload is the `postcard` encoding of the value and the CRC-32 covers the
+//! version byte and the payload. [`decode`] never panics: whatever the bytes,
+//! it returns the value or a [`StoreError::Corrupt`] naming the kind of value
+//! and its key, so one rotten value never takes the rest of the store down.
+//! A single changed byte anywhere in a value is always detected (CRC-32
+//! catches every burst error of up to 32 bits).
+//!
+//! # Keys
+//!
+//! - `log`: `[origin len u8][origin bytes][seq u64 BE]`. Length-prefixing
+//!   keeps the keys of one origin contiguous (origin `a` never interleaves
+//!   with origin `ab`), and big-endian seqs sort numerically.
+//! - `items`: [`ItemKey::encode`]; the keys of one table share
+//!   [`ItemKey::table_prefix`].
+//! - `meta`: readable strings (`applied`, `log_start`, `hlc`,
+//!   `dead_letter_next`, `acked/<peer>`, `checkpoint/<source id>`).
+//! - `dead_letters`: the id as u64 big-endian, so ids sort numerically.
+//!
+//! Both stores order keys bytewise, so [`super::MemStore`] and
+//! [`super::RocksStore`] return scans in the same order.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
+use crate::change::LogEntry;
+use crate::crdt::ItemState;
+use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
+use crate::key::ItemKey;
+
+/// The version byte written in front of every value.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+
+/// The largest encoded value the stores accept (envelope included). Items
+/// are bounded far below this by DynamoDB's 400 KB rule; the limit guards
+/// the stores against an unbounded dead letter or a runaway state.
+pub(crate) const MAX_VALUE_BYTES: usize = 32 << 20;
+
+/// Bytes the envelope adds to a payload: version byte and CRC.
+const ENVELOPE_BYTES: usize = 1 + 4;
+
+/// A column family (RocksDB) or key space (memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Cf {
+    /// `(origin, seq)` → log entry.
+    Log,
+    /// Item key → merged item state.
+    Items,
+    /// Named vectors, marks, counters and checkpoints.
+    Meta,
+    /// Dead-letter id → dead letter.
+    DeadLetters,
+}
+
+impl Cf {
+    /// Every column family, in a fixed order.
+    pub(crate) const ALL: [Cf; 4] = [Cf::Log, Cf::Items, Cf::Meta, Cf::DeadLetters];
+
+    /// The column family's name on disk.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Cf::Log => "log",
+            Cf::Items => "items",
+            Cf::Meta => "meta",
+            Cf::DeadLetters => "dead_letters",
+        }
+    }
+
+    /// Position in [`Cf::ALL`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Cf::Log => 0,
+            Cf::Items => 1,
+            Cf::Meta => 2,
+            Cf::DeadLetters => 3,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The envelope
+
+/// Encodes `value` in the envelope. `what` names the value for errors.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let payload = postcard::to_allocvec(value).map_err(|e| {
+        // Our types always serialize; this would be a programming error in
+        // a Serialize impl, which the node cannot fix by retrying.
+        StoreError::Backend {
+            op: "encode value",
+            message: format!("{what}: {e}"),
+        }
+    })?;
+    let size = payload.len() + ENVELOPE_BYTES;
+    if size > MAX_VALUE_BYTES {
+        return Err(StoreError::TooLarge { what, size });
+    }
+    let mut out = Vec::with_capacity(size);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`]. `key` is called only on failure,
+/// to name the value's key in the error.
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |key: String, reason: String| StoreError::Corrupt { what, key, reason };
+    if bytes.len() < ENVELOPE_BYTES {
+        return Err(corrupt(
+            key(),
+            format!("{} bytes is shorter than the envelope", bytes.len()),
+        ));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(corrupt(
+            key(),
+            format!("checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"),
+        ));
+    }
+    let (version, payload) = (body[0], &body[1..]);
+    if version != FORMAT_VERSION {
+        return Err(corrupt(
+            key(),
+            format!("unknown format version {version} (this build reads {FORMAT_VERSION})"),
+        ));
+    }
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(corrupt(
+            key(),
+            format!("{} trailing bytes after the value", rest.len()),
+        )),
+        Err(e) => Err(corrupt(key(), format!("payload does not decode: {e}"))),
+    }
+}
+
+/// Bytes as printable text, for keys that do not decode.
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when there is none (the prefix is all `0xff`).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The smallest key strictly greater than `key`.
+pub(crate) fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
+}
+
+// ---------------------------------------------------------------------------
+// The log
+
+/// The key prefix shared by every entry of `origin`.
+pub(crate) fn log_prefix(origin: &RegionId) -> Vec<u8> {
+    let name = origin.as_str().as_bytes();
+    let mut out = Vec::with_capacity(1 + name.len() + 8);
+    // Region ids are at most 64 bytes (validated by `RegionId::new`).
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out
+}
+
+/// The log key of `(origin, seq)`.
+pub(crate) fn log_key(origin: &RegionId, seq: Seq) -> Vec<u8> {
+    let mut out = log_prefix(origin);
+    out.extend_from_slice(&seq.0.to_be_bytes());
+    out
+}
+
+/// The end (exclusive) of the log keys of `origin` with seq ≤ `upto`.
+pub(crate) fn log_key_end(origin: &RegionId, upto: Seq) -> Vec<u8> {
+    match upto.0.checked_add(1) {
+        Some(next) => log_key(origin, Seq(next)),
+        // The prefix ends with a region id byte (ASCII), so it has an end.
+        None => prefix_end(&log_prefix(origin)).unwrap_or_default(),
+    }
+}
+
+/// Inverse of [`log_key`].
+pub(crate) fn decode_log_key(bytes: &[u8]) -> Result<(RegionId, Seq), StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        what: "log key",
+        key: printable(bytes),
+        reason: reason.to_owned(),
+    };
+    let (&len, rest) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
+    let len = usize::from(len);
+    if rest.len() != len + 8 {
+        return Err(corrupt("length does not match the origin length byte"));
+    }
+    let (name, seq) = rest.split_at(len);
+    let name = std::str::from_utf8(name).map_err(|_| corrupt("origin is not UTF-8"))?;
+    let origin = RegionId::new(name).map_err(|e| corrupt(&e.to_string()))?;
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes.copy_from_slice(seq);
+    Ok((origin, Seq(u64::from_be_bytes(seq_bytes))))
+}
+
+/// Encodes a log entry's value (its key is [`log_key`]). The value holds
+/// the whole entry, origin and seq included: a dozen redundant bytes buy a
+/// check that the value sits under its own key, and a format that follows
+/// [`LogEntry`] as it grows.
+pub(crate) fn encode_entry(entry: &LogEntry) -> Result<Vec<u8>, StoreError> {
+    encode("log entry", entry)
+}
+
+/// Decodes the value stored at `(origin, seq)`.
+pub(crate) fn decode_entry(
+    origin: RegionId,
+    seq: Seq,
+    bytes: &[u8],
+) -> Result<LogEntry, StoreError> {
+    let name = || format!("{origin}/{seq}");
+    let entry: LogEntry = decode("log entry", name, bytes)?;
+    if entry.origin != origin || entry.seq != seq {
+        return Err(StoreError::Corrupt {
+            what: "log entry",
+            key: name(),
+            reason: format!("value belongs to {}/{}", entry.origin, entry.seq),
+        });
+    }
+    Ok(entry)
+}
+
+// ---------------------------------------------------------------------------
+// Items
+
+/// Inverse of [`ItemKey::encode`], as a store error.
+pub(crate) fn decode_item_key(bytes: &[u8]) -> Result<ItemKey, StoreError> {
+    ItemKey::decode(bytes).map_err(|e| StoreError::Corrupt {
+        what: "item key",
+        key: printable(bytes),
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes an item state.
+pub(crate) fn encode_item(state: &ItemState) -> Result<Vec<u8>, StoreError> {
+    encode("item", state)
+}
+
+/// Decodes the item state stored at `key`.
+pub(crate) fn decode_item(key: &ItemKey, bytes: &[u8]) -> Result<ItemState, StoreError> {
+    decode("item", || key.to_string(), bytes)
+}
+
+// ---------------------------------------------------------------------------
+// Meta
+
+/// The applied vector.
+pub(crate) const META_APPLIED: &str = "applied";
+/// The truncation vector.
+pub(crate) const META_LOG_START: &str = "log_start";
+/// The HLC high-water mark.
+pub(crate) const META_HLC: &str = "hlc";
+/// The next dead-letter id.
+pub(crate) const META_DEAD_LETTER_NEXT: &str = "dead_letter_next";
+/// Prefix of the per-peer acknowledged vectors.
+pub(crate) const META_ACKED_PREFIX: &str = "acked/";
+/// Prefix of the source checkpoints.
+pub(crate) const META_CHECKPOINT_PREFIX: &str = "checkpoint/";
+
+/// The meta key of `peer`'s acknowledged vector.
+pub(crate) fn acked_key(peer: &RegionId) -> String {
+    format!("{META_ACKED_PREFIX}{peer}")
+}
+
+/// The meta key of `source`'s checkpoint.
+pub(crate) fn checkpoint_key(source: &SourceId) -> String {
+    format!("{META_CHECKPOINT_PREFIX}{source}")
+}
+
+/// The name after `prefix` in a meta key, as a store error.
+fn meta_name<'a>(what: &'static str, prefix: &str, key: &'a [u8]) -> Result<&'a str, StoreError> {
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| k.strip_prefix(prefix))
+        .ok_or_else(|| StoreError::Corrupt {
+            what,
+            key: printable(key),
+            reason: format!("meta key does not start with {prefix:?}"),
+        })
+}
+
+/// The peer named by an `acked/<peer>` key.
+pub(crate) fn decode_acked_key(key: &[u8]) -> Result<RegionId, StoreError> {
+    let name = meta_name("acked vector key", META_ACKED_PREFIX, key)?;
+    RegionId::new(name).map_err(|e| StoreError::Corrupt {
+        what: "acked vector key",
+        key: printable(key),
+        reason: e.to_string(),
+    })
+}
+
+/// The source named by a `checkpoint/<source>` key.
+pub(crate) fn decode_checkpoint_key(key: &[u8]) -> Result<SourceId, StoreError> {
+    let name = meta_name("checkpoint key", META_CHECKPOINT_PREFIX, key)?;
+    SourceId::new(name).map_err(|e| StoreError::Corrupt {
+        what: "checkpoint key",
+        key: printable(key),
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes a version vector (applied, log start, acked).
+pub(crate) fn encode_vector(what: &'static str, v: &VersionVector) -> Result<Vec<u8>, StoreError> {
+    encode(what, v)
+}
+
+/// Decodes a version vector, dropping zero entries so that the vector's
+/// invariant holds whatever the bytes said.
+pub(crate) fn decode_vector(
+    what: &'static str,
+    meta_key: &str,
+    bytes: &[u8],
+) -> Result<VersionVector, StoreError> {
+    let raw: BTreeMap<RegionId, Seq> = decode(what, || meta_key.to_owned(), bytes)?;
+    Ok(raw.into_iter().collect())
+}
+
+/// Encodes the HLC mark.
+pub(crate) fn encode_hlc(hlc: Hlc) -> Result<Vec<u8>, StoreError> {
+    encode("hlc mark", &hlc)
+}
+
+/// Decodes the HLC mark.
+pub(crate) fn decode_hlc(bytes: &[u8]) -> Result<Hlc, StoreError> {
+    decode("hlc mark", || META_HLC.to_owned(), bytes)
+}
+
+/// Encodes a checkpoint.
+pub(crate) fn encode_checkpoint(c: &Checkpoint) -> Result<Vec<u8>, StoreError> {
+    encode("checkpoint", c)
+}
+
+/// Decodes the checkpoint stored under `meta_key`.
+pub(crate) fn decode_checkpoint(meta_key: &str, bytes: &[u8]) -> Result<Checkpoint, StoreError> {
+    decode("checkpoint", || meta_key.to_owned(), bytes)
+}
+
+/// Encodes the next dead-letter id.
+pub(crate) fn encode_counter(next: u64) -> Result<Vec<u8>, StoreError> {
+    encode("dead-letter counter", &next)
+}
+
+/// Decodes the next dead-letter id.
+pub(crate) fn decode_counter(bytes: &[u8]) -> Result<u64, StoreError> {
+    decode(
+        "dead-letter counter",
+        || META_DEAD_LETTER_NEXT.to_owned(),
+        bytes,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters
+
+/// The key of a dead letter.
+pub(crate) fn dead_letter_key(id: DeadLetterId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+/// Inverse of [`dead_letter_key`].
+pub(crate) fn decode_dead_letter_key(bytes: &[u8]) -> Result<DeadLetterId, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what: "dead letter key",
+        key: printable(bytes),
+        reason: format!("{} bytes, expected 8", bytes.len()),
+    })?;
+    Ok(DeadLetterId(u64::from_be_bytes(array)))
+}
+
+/// Encodes a dead letter.
+pub(crate) fn encode_dead_letter(letter: &DeadLetter) -> Result<Vec<u8>, StoreError> {
+    encode("dead letter", letter)
+}
+
+/// Decodes the dead letter stored under `id`.
+pub(crate) fn decode_dead_letter(id: DeadLetterId, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
+    decode("dead letter", || format!("dead letter {}", id.0), bytes)
+}
+
+// ---------------------------------------------------------------------------
+// Read ranges and key-value decoding, shared by both stores
+
+/// A key range `[start, end)`; no `end` means "to the end of the column
+/// family".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyRange {
+    /// First key (inclusive).
+    pub start: Vec<u8>,
+    /// End (exclusive).
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// True when no key can be in the range.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.end.as_ref().is_some_and(|end| *end <= self.start)
+    }
+
+    /// Every key starting with `prefix`.
+    fn prefix(prefix: &[u8]) -> KeyRange {
+        KeyRange {
+            start: prefix.to_vec(),
+            end: prefix_end(prefix),
+        }
+    }
+}
+
+/// The log keys of `origin` with seq > `after`.
+pub(crate) fn entries_range(origin: &RegionId, after: Seq) -> KeyRange {
+    let prefix = log_prefix(origin);
+    let end = prefix_end(&prefix);
+    match after.0.checked_add(1) {
+        Some(first) => KeyRange {
+            start: log_key(origin, Seq(first)),
+            end,
+        },
+        // Nothing comes after `u64::MAX`: an empty range.
+        None => KeyRange {
+            start: end.clone().unwrap_or_default(),
+            end,
+        },
+    }
+}
+
+/// The item keys strictly after `after`, within `table` when given.
+pub(crate) fn scan_range(table: Option<&TableName>, after: Option<&ItemKey>) -> KeyRange {
+    let mut range = match table {
+        Some(t) => KeyRange::prefix(&ItemKey::table_prefix(t)),
+        None => KeyRange {
+            start: Vec::new(),
+            end: None,
+        },
+    };
+    if let Some(after) = after {
+        range.start = range.start.max(key_after(&after.encode()));
+    }
+    range
+}
+
+/// The dead-letter keys with id > `after`.
+pub(crate) fn dead_letters_range(after: Option<DeadLetterId>) -> KeyRange {
+    let start = match after {
+        None => Some(0),
+        Some(id) => id.0.checked_add(1),
+    };
+    match start {
+        Some(first) => KeyRange {
+            start: first.to_be_bytes().to_vec(),
+            end: None,
+        },
+        None => KeyRange {
+            start: Vec::new(),
+            end: Some(Vec::new()),
+        },
+    }
+}
+
+/// Every meta key starting with `prefix`.
+pub(crate) fn meta_range(prefix: &str) -> KeyRange {
+    KeyRange::prefix(prefix.as_bytes())
+}
+
+/// A log entry from its stored key and value.
+pub(crate) fn entry_from_kv(key: &[u8], value: &[u8]) -> Result<LogEntry, StoreError> {
+    let (origin, seq) = decode_log_key(key)?;
+    decode_entry(origin, seq, value)
+}
+
+/// An item from its stored key and value.
+pub(crate) fn item_from_kv(key: &[u8], value: &[u8]) -> Result<(ItemKey, ItemState), StoreError> {
+    let key = decode_item_key(key)?;
+    let state = decode_item(&key, value)?;
+    Ok((key, state))
+}
+
+/// A dead letter from its stored key and value.
+pub(crate) fn dead_letter_from_kv(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(DeadLetterId, DeadLetter), StoreError> {
+    let id = decode_dead_letter_key(key)?;
+    Ok((id, decode_dead_letter(id, value)?))
+}
+
+/// A peer's acknowledged vector from its meta key and value.
+pub(crate) fn acked_from_kv(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(RegionId, VersionVector), StoreError> {
+    let peer = decode_acked_key(key)?;
+    let v = decode_vector("acked vector", &acked_key(&peer), value)?;
+    Ok((peer, v))
+}
+
+/// A checkpoint from its meta key and value.
+pub(crate) fn checkpoint_from_kv(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(SourceId, Checkpoint), StoreError> {
+    let source = decode_checkpoint_key(key)?;
+    let c = decode_checkpoint(&checkpoint_key(&source), value)?;
+    Ok((source, c))
+}
+
+// ---------------------------------------------------------------------------
+// Write plans, shared by both stores
+
+/// One key-value write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Put {
+    /// Where.
+    pub cf: Cf,
+    /// The encoded key.
+    pub key: Vec<u8>,
+    /// The encoded value.
+    pub value: Vec<u8>,
+}
+
+impl Put {
+    fn meta(key: &str, value: Vec<u8>) -> Put {
+        Put {
+            cf: Cf::Meta,
+            key: key.as_bytes().to_vec(),
+            value,
+        }
+    }
+}
+
+/// The puts of one commit, given the stored applied vector and HLC mark.
+///
+/// The applied vector and the mark never go backwards: the batch's are
+/// joined with the stored ones (so an empty batch changes nothing).
+/// Encoding happens here, before anything is written, so an unencodable
+/// batch fails without side effects.
+pub(crate) fn commit_puts(
+    batch: &CommitBatch,
+    stored_applied: &VersionVector,
+    stored_hlc: Hlc,
+) -> Result<Vec<Put>, StoreError> {
+    let mut puts =
+        Vec::with_capacity(batch.entries.len() + batch.items.len() + 2 + batch.checkpoints.len());
+    for entry in &batch.entries {
+        puts.push(Put {
+            cf: Cf::Log,
+            key: log_key(&entry.origin, entry.seq),
+            value: encode_entry(entry)?,
+        });
+    }
+    for (key, state) in &batch.items {
+        puts.push(Put {
+            cf: Cf::Items,
+            key: key.encode(),
+            value: encode_item(state)?,
+        });
+    }
+    let mut applied = stored_applied.clone();
+    applied.join(&batch.applied);
+    if applied != *stored_applied {
+        puts.push(Put::meta(
+            META_APPLIED,
+            encode_vector("applied vector", &applied)?,
+        ));
+    }
+    if batch.hlc_mark > stored_hlc {
+        puts.push(Put::meta(META_HLC, encode_hlc(batch.hlc_mark)?));
+    }
+    for (source, checkpoint) in &batch.checkpoints {
+        puts.push(Put::meta(
+            &checkpoint_key(source),
+            encode_checkpoint(checkpoint)?,
+        ));
+    }
+    Ok(puts)
+}
+
+/// The put recording what `peer` acknowledged.
+pub(crate) fn acked_put(peer: &RegionId, acked: &VersionVector) -> Result<Put, StoreError> {
+    Ok(Put::meta(
+        &acked_key(peer),
+        encode_vector("acked vector", acked)?,
+    ))
+}
+
+/// The id and puts of a new dead letter, given the stored next id (as
+/// read from [`META_DEAD_LETTER_NEXT`]; `None` if never written).
+pub(crate) fn dead_letter_puts(
+    stored_next: Option<u64>,
+    letter: &DeadLetter,
+) -> Result<(DeadLetterId, Vec<Put>), StoreError> {
+    // Ids start at 1, so that `DeadLetterId(0)` is never a real letter.
+    let id = stored_next.unwrap_or(1).max(1);
+    let next = id.checked_add(1).ok_or(StoreError::TooLarge {
+        what: "dead-letter id",
+        size: 8,
+    })?;
+    let id = DeadLetterId(id);
+    let puts = vec![
+        Put {
+            cf: Cf::DeadLetters,
+            key: dead_letter_key(id).to_vec(),
+            value: encode_dead_letter(letter)?,
+        },
+        Put::meta(META_DEAD_LETTER_NEXT, encode_counter(next)?),
+    ];
+    Ok((id, puts))
+}
+
+/// What a truncation does: the log ranges `[from, to)` to delete and the
+/// new truncation vector (`None` when nothing changes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct TruncatePlan {
+    /// Key ranges of the log to delete.
+    pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The raised truncation vector and its encoding, when it changed.
+    pub log_start: Option<(VersionVector, Vec<u8>)>,
+}
+
+/// Plans a truncation up to `upto`, clamped to `applied`, above the
+/// current `log_start`. Idempotent: planning again after applying the plan
+/// yields an empty plan.
+pub(crate) fn truncate_plan(
+    upto: &VersionVector,
+    applied: &VersionVector,
+    log_start: &VersionVector,
+) -> Result<TruncatePlan, StoreError> {
+    let mut plan = TruncatePlan::default();
+    let mut next = log_start.clone();
+    for (origin, want) in upto.iter() {
+        let cut = want.min(applied.get(origin));
+        let start = log_start.get(origin);
+        if cut > start {
+            plan.ranges
+                .push((log_key(origin, start.next()), log_key_end(origin, cut)));
+            next.raise(origin, cut);
+        }
+    }
+    if next != *log_start {
+        let bytes = encode_vector("log start vector", &next)?;
+        plan.log_start = Some((next, bytes));
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn r(s: &str) -> RegionId {
+        RegionId::new(s).expect("valid region")
+    }
+
+    #[test]
+    fn values_round_trip_and_every_changed_byte_is_caught() {
+        let mut v = VersionVector::new();
+        v.set(r("us-east-1"), Seq(42));
+        v.set(r("eu-west-1"), Seq(7));
+        let bytes = encode_vector("applied vector", &v).expect("encodes");
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(
+            decode_vector("applied vector", META_APPLIED, &bytes).expect("decodes"),
+            v
+        );
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[i] ^= flip;
+                match decode_vector("applied vector", META_APPLIED, &bad) {
+                    Err(StoreError::Corrupt { what, key, .. }) => {
+                        assert_eq!((what, key.as_str()), ("applied vector", META_APPLIED));
+                    }
+                    other => panic!("byte {i} ^ {flip:#x} not detected: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decode_rejects_short_unknown_version_and_trailing_bytes() {
+        for short in [&[][..], &[1], &[1, 2, 3, 4]] {
+            assert!(matches!(
+                decode::<u64>("x", || "k".into(), short),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+        let mut future = vec![FORMAT_VERSION + 1, 5];
+        let crc = crc32fast::hash(&future);
+        future.extend_from_slice(&crc.to_le_bytes());
+        let err = decode::<u64>("x", || "k".into(), &future).expect_err("unknown version");
+        assert!(err.to_string().contains("unknown format version"), "{err}");
+        let mut trailing = vec![FORMAT_VERSION, 5, 6];
+        let crc = crc32fast::hash(&trailing);
+        trailing.extend_from_slice(&crc.to_le_bytes());
+        let err = decode::<u64>("x", || "k".into(), &trailing).expect_err("trailing");
+        assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let big = "x".repeat(MAX_VALUE_BYTES);
+        assert!(matches!(
+            encode("dead letter", &big),
+            Err(StoreError::TooLarge { what: "dead letter", size }) if size > MAX_VALUE_BYTES
+        ));
+    }
+
+    #[test]
+    fn log_keys_sort_by_origin_then_numeric_seq() {
+        let a = r("a");
+        let ab = r("ab");
+        let mut keys = [
+            log_key(&ab, Seq(1)),
+            log_key(&a, Seq(256)),
+            log_key(&a, Seq(255)),
+            log_key(&a, Seq(u64::MAX)),
+            log_key(&a, Seq(1)),
+        ];
+        keys.sort();
+        let decoded: Vec<_> = keys
+            .iter()
+            .map(|k| decode_log_key(k).expect("decodes"))
+            .collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (a.clone(), Seq(1)),
+                (a.clone(), Seq(255)),
+                (a.clone(), Seq(256)),
+                (a.clone(), Seq(u64::MAX)),
+                (ab.clone(), Seq(1)),
+            ]
+        );
+        let end = log_key_end(&a, Seq(u64::MAX));
+        assert!(log_key(&a, Seq(u64::MAX)) < end && end <= log_key(&ab, Seq(0)));
+        assert!(decode_log_key(&[3, b'a', 0]).is_err());
+        assert!(decode_log_key(&[]).is_err());
+    }
+
+    #[test]
+    fn prefix_end_bounds_exactly_the_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert!(key_after(&[1, 2]) > vec![1, 2]);
+    }
+
+    #[test]
+    fn truncate_plan_clamps_to_applied_and_is_idempotent() {
+        let mut applied = VersionVector::new();
+        applied.set(r("a"), Seq(10));
+        let mut upto = VersionVector::new();
+        upto.set(r("a"), Seq(20));
+        upto.set(r("b"), Seq(5));
+        let plan = truncate_plan(&upto, &applied, &VersionVector::new()).expect("plans");
+        assert_eq!(
+            plan.ranges,
+            vec![(log_key(&r("a"), Seq(1)), log_key(&r("a"), Seq(11)))]
+        );
+        let (start, _) = plan.log_start.expect("log start raised");
+        assert_eq!(start.get(&r("a")), Seq(10));
+        assert_eq!(start.get(&r("b")), Seq::ZERO);
+        let again = truncate_plan(&upto, &applied, &start).expect("plans");
+        assert_eq!(again, TruncatePlan::default());
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<ItemState>("item", || "k".into(), &bytes);
+            let _ = decode::<DeadLetter>("dead letter", || "k".into(), &bytes);
+            let _ = decode_vector("applied vector", META_APPLIED, &bytes);
+            let _ = decode_log_key(&bytes);
+            let _ = decode_item_key(&bytes);
+            let _ = decode_dead_letter_key(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics_on_valid_envelopes(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            // A valid envelope around random bytes exercises postcard itself.
+            let mut bytes = vec![FORMAT_VERSION];
+            bytes.extend_from_slice(&payload);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let _ = decode::<ItemState>("item", || "k".into(), &bytes);
+            let _ = decode::<DeadLetter>("dead letter", || "k".into(), &bytes);
+            let _ = decode_entry(r("a"), Seq(1), &bytes);
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Checks of the log and item reads, and of truncation.
+
+use std::collections::BTreeMap;
+
+use super::StoreHarness;
+use super::fixtures::{entry, ingest, key, ok, region, seqs, state, table, vv};
+use crate::change::LogEntry;
+use crate::crdt::ItemState;
+use crate::ids::{Hlc, Seq, VersionVector};
+use crate::key::ItemKey;
+use crate::store::{CommitBatch, Durability, LogStore};
+use crate::value::Scalar;
+
+/// Entries come back per origin, in seq order, strictly after `after`, at
+/// most `limit`, even for origins whose names prefix each other.
+pub fn entries_are_ordered_per_origin<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Buffered);
+    let mut written: BTreeMap<String, Vec<LogEntry>> = BTreeMap::new();
+    // Interleave origins `a`, `ab` and `b` in batches; `a` crosses seq 256
+    // (where a little-endian or textual seq would sort wrong).
+    for chunk in 0..6u64 {
+        let mut batch = CommitBatch::default();
+        for seq in chunk * 50 + 1..=chunk * 50 + 50 {
+            batch.entries.push(entry("a", seq));
+        }
+        for (origin, seq) in [("ab", chunk + 1), ("b", chunk + 1), ("ab", chunk + 7)] {
+            batch.entries.push(entry(origin, seq));
+        }
+        // Not in seq order within the batch: the store orders by key.
+        batch.entries.reverse();
+        ok(store.commit(&batch), "commit");
+        for e in batch.entries {
+            written.entry(e.origin.to_string()).or_default().push(e);
+        }
+    }
+    for list in written.values_mut() {
+        list.sort_by_key(|e| e.seq);
+    }
+    let (a, ab, b) = (region("a"), region("ab"), region("b"));
+    assert_eq!(
+        ok(store.entries(&a, Seq::ZERO, usize::MAX), "entries of a"),
+        written["a"],
+        "entries of `a` must be exactly its 300 entries in seq order (no `ab` entries)"
+    );
+    assert_eq!(
+        ok(store.entries(&ab, Seq::ZERO, usize::MAX), "entries of ab"),
+        written["ab"],
+        "entries of `ab` must be exactly its entries in seq order"
+    );
+    assert_eq!(
+        seqs(&ok(
+            store.entries(&b, Seq::ZERO, usize::MAX),
+            "entries of b"
+        )),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(&ok(
+            store.entries(&a, Seq(254), 3),
+            "entries of a after 254"
+        )),
+        vec![255, 256, 257],
+        "`after` is exclusive and `limit` caps the count, across the 255/256 boundary"
+    );
+    let mut paged = Vec::new();
+    let mut after = Seq::ZERO;
+    loop {
+        let page = ok(store.entries(&a, after, 64), "page of entries");
+        assert!(page.len() <= 64, "a page must hold at most `limit` entries");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(
+        paged, written["a"],
+        "paging with `after` must visit every entry once"
+    );
+    for (after, limit, what) in [
+        (Seq(300), 10, "after the last seq"),
+        (Seq(u64::MAX), 10, "after u64::MAX"),
+        (Seq::ZERO, 0, "with limit 0"),
+    ] {
+        assert!(
+            ok(store.entries(&a, after, limit), "entries").is_empty(),
+            "entries {what} must be empty"
+        );
+    }
+    for unknown in ["aa", "c", "b-"] {
+        assert!(
+            ok(store.entries(&region(unknown), Seq::ZERO, 10), "entries").is_empty(),
+            "origin {unknown} wrote nothing, so it has no entries"
+        );
+    }
+}
+
+/// Items: point reads, multi-gets in the order asked, scans in key order
+/// restricted to a table, paging with `after`, overwrite.
+pub fn items_read_and_scan_in_key_order<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Buffered);
+    let origin = region("a");
+    let mut all: Vec<(ItemKey, ItemState)> = Vec::new();
+    // `t` prefixes `t2` and `tt`; `u` sorts between them in byte order.
+    for (n, t) in ["t", "t2", "tt", "u"].into_iter().enumerate() {
+        for pk in ["a", "b", "ba", "c", "d"] {
+            let k = key(t, pk);
+            let s = state(
+                &k,
+                &origin,
+                Hlc::new(n as u64, 0),
+                &[("v", &format!("{t}/{pk}"))],
+            );
+            all.push((k, s));
+        }
+        let with_sort = ItemKey::new(
+            table(t),
+            Scalar::S("b".into()),
+            Some(Scalar::B(vec![0, 255])),
+        )
+        .expect("valid key");
+        let s = state(&with_sort, &origin, Hlc::new(9, 0), &[("v", "sorted")]);
+        all.push((with_sort, s));
+    }
+    let batch = CommitBatch {
+        items: all.clone(),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&batch), "commit items");
+    all.sort_by_key(|(k, _)| k.encode());
+    let in_table = |t: &str| -> Vec<(ItemKey, ItemState)> {
+        all.iter()
+            .filter(|(k, _)| k.table().as_str() == t)
+            .cloned()
+            .collect()
+    };
+
+    let missing = key("t", "nope");
+    assert_eq!(
+        ok(store.item(&missing), "item"),
+        None,
+        "an item never written reads as None"
+    );
+    assert_eq!(
+        ok(
+            store.items(&[all[3].0.clone(), missing.clone(), all[0].0.clone()]),
+            "items"
+        ),
+        vec![Some(all[3].1.clone()), None, Some(all[0].1.clone())],
+        "items() must answer in the order asked, None for missing keys"
+    );
+    assert!(
+        ok(store.items(&[]), "items").is_empty(),
+        "items(&[]) must be empty"
+    );
+
+    for t in ["t", "t2", "tt", "u"] {
+        assert_eq!(
+            ok(store.scan_items(Some(&table(t)), None, usize::MAX), "scan"),
+            in_table(t),
+            "a scan of table {t} must return exactly its items in encoded-key order"
+        );
+    }
+    assert_eq!(
+        ok(store.scan_items(None, None, usize::MAX), "scan all"),
+        all,
+        "a scan without table must return every item in encoded-key order"
+    );
+    for t in [None, Some(table("t"))] {
+        let mut paged = Vec::new();
+        let mut after: Option<ItemKey> = None;
+        loop {
+            let page = ok(store.scan_items(t.as_ref(), after.as_ref(), 4), "scan page");
+            assert!(page.len() <= 4, "a page must hold at most `limit` items");
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            paged.extend(page);
+        }
+        let expected = match &t {
+            Some(t) => in_table(t.as_str()),
+            None => all.clone(),
+        };
+        assert_eq!(
+            paged, expected,
+            "paging with `after` (table {t:?}) must visit every item once"
+        );
+    }
+    assert!(
+        ok(store.scan_items(Some(&table("t")), None, 0), "scan").is_empty(),
+        "limit 0 must return nothing"
+    );
+    assert!(
+        ok(
+            store.scan_items(Some(&table("t")), Some(&key("u", "a")), 10),
+            "scan"
+        )
+        .is_empty(),
+        "a scan of t after a key that sorts past t must be empty"
+    );
+    assert_eq!(
+        ok(
+            store.scan_items(Some(&table("u")), Some(&key("t", "zzz")), 100),
+            "scan"
+        ),
+        in_table("u"),
+        "a scan of u after a key of an earlier table must return all of u"
+    );
+
+    let k = key("t", "b");
+    let newer = state(&k, &region("b"), Hlc::new(99, 0), &[("v", "overwritten")]);
+    let batch = CommitBatch {
+        items: vec![(k.clone(), newer.clone())],
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&batch), "overwrite item");
+    assert_eq!(
+        ok(store.item(&k), "item"),
+        Some(newer),
+        "a commit replaces the stored item state"
+    );
+    assert_eq!(
+        ok(
+            store.scan_items(Some(&table("t")), None, usize::MAX),
+            "scan"
+        )
+        .len(),
+        in_table("t").len(),
+        "an overwrite must not add an item"
+    );
+}
+
+/// Truncation removes entries with seq ≤ `upto`, never beyond applied,
+/// raises `log_start`, and is idempotent and durable.
+pub fn truncate_removes_a_prefix_up_to_applied<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Sync);
+    let mut batch = CommitBatch::default();
+    for seq in 1..=10 {
+        batch.entries.push(entry("a", seq));
+    }
+    for seq in 1..=7 {
+        batch.entries.push(entry("b", seq));
+    }
+    // Entries b:7 is above the applied vector (the store keeps it anyway).
+    batch.applied = vv(&[("a", 10), ("b", 6)]);
+    ok(store.commit(&batch), "commit");
+    ok(
+        store.truncate(&vv(&[("a", 4), ("b", 100), ("c", 3)])),
+        "truncate",
+    );
+    let (a, b) = (region("a"), region("b"));
+    assert_eq!(
+        seqs(&ok(store.entries(&a, Seq::ZERO, 100), "entries")),
+        (5..=10).collect::<Vec<_>>(),
+        "truncating a to 4 must remove exactly seqs 1..=4"
+    );
+    assert_eq!(
+        seqs(&ok(store.entries(&b, Seq::ZERO, 100), "entries")),
+        vec![7],
+        "truncation must stop at the applied vector (b:6), keeping b:7"
+    );
+    assert_eq!(
+        ok(store.log_start(), "log start"),
+        vv(&[("a", 4), ("b", 6)]),
+        "log_start must record the truncation, clamped to applied, nothing for unknown c"
+    );
+    for again in [vv(&[("a", 2)]), vv(&[("a", 4), ("b", 100), ("c", 3)])] {
+        ok(store.truncate(&again), "truncate again");
+        assert_eq!(
+            ok(store.log_start(), "log start"),
+            vv(&[("a", 4), ("b", 6)]),
+            "truncating to {again:?} again must not change log_start"
+        );
+        assert_eq!(
+            seqs(&ok(store.entries(&a, Seq(2), 100), "entries")),
+            (5..=10).collect::<Vec<_>>(),
+            "reading from below log_start returns the entries after it"
+        );
+    }
+    ok(store.truncate(&VersionVector::new()), "empty truncate");
+    let store = h.reopen(store);
+    assert_eq!(
+        ok(store.log_start(), "log start"),
+        vv(&[("a", 4), ("b", 6)]),
+        "log_start must survive a reopen"
+    );
+    assert_eq!(
+        seqs(&ok(store.entries(&a, Seq::ZERO, 100), "entries")),
+        (5..=10).collect::<Vec<_>>(),
+        "truncated entries must stay gone after a reopen"
+    );
+    ok(store.commit(&ingest("a", 11)), "commit after truncation");
+    ok(store.truncate(&vv(&[("a", 11)])), "truncate everything");
+    assert!(
+        ok(store.entries(&a, Seq::ZERO, 100), "entries").is_empty(),
+        "truncating to applied must remove every entry of a"
+    );
+    assert_eq!(ok(store.log_start(), "log start").get(&a), Seq(11));
+}

@@ -1,0 +1,274 @@
+//! Checks of what a commit writes and when readers see it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::StoreHarness;
+use super::fixtures::{entry, ingest, key, letter, ok, region, seqs, source, vv};
+use crate::crdt::{AttrState, CausalContext, ItemState, Sibling};
+use crate::ids::{AttrName, Dot, Hlc, Seq};
+use crate::store::codec::MAX_VALUE_BYTES;
+use crate::store::{Checkpoint, CommitBatch, DeadLetterId, Durability, LogStore, StoreError};
+use crate::value::AttrValue;
+
+/// Everything a commit writes is readable when it returns: entries, items,
+/// the applied vector, checkpoints and the HLC mark.
+pub fn commit_is_atomic_and_visible<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Buffered);
+    let (a1, a2, b1) = (entry("a", 1), entry("a", 2), entry("b", 1));
+    let batch = CommitBatch {
+        entries: vec![a1.clone(), a2.clone(), b1.clone()],
+        items: vec![
+            (a1.key.clone(), a1.delta.clone()),
+            (a2.key.clone(), a2.delta.clone()),
+            (b1.key.clone(), b1.delta.clone()),
+        ],
+        applied: vv(&[("a", 2), ("b", 1)]),
+        checkpoints: vec![
+            (source("kinesis:orders/shard-1"), Checkpoint("495".into())),
+            (source("pg:slot"), Checkpoint("0/16B3748".into())),
+        ],
+        hlc_mark: Hlc::new(5_000, 3),
+    };
+    ok(store.commit(&batch), "commit");
+    assert_eq!(
+        ok(store.entries(&region("a"), Seq::ZERO, 10), "entries of a"),
+        vec![a1.clone(), a2.clone()],
+        "the committed entries of origin a must be readable, equal to what was written"
+    );
+    assert_eq!(
+        ok(store.entries(&region("b"), Seq::ZERO, 10), "entries of b"),
+        vec![b1.clone()],
+        "the committed entry of origin b must be readable"
+    );
+    assert_eq!(
+        ok(store.item(&a2.key), "item"),
+        Some(a2.delta.clone()),
+        "a committed item must be readable"
+    );
+    assert_eq!(
+        ok(store.items(&[b1.key.clone(), a1.key.clone()]), "items"),
+        vec![Some(b1.delta.clone()), Some(a1.delta.clone())],
+        "items() must return the committed states in the order asked"
+    );
+    assert_eq!(
+        ok(store.applied(), "applied"),
+        batch.applied,
+        "applied vector after commit"
+    );
+    assert_eq!(
+        ok(store.hlc_mark(), "hlc mark"),
+        Hlc::new(5_000, 3),
+        "HLC mark after commit"
+    );
+    assert_eq!(
+        ok(store.checkpoint(&source("pg:slot")), "checkpoint"),
+        Some(Checkpoint("0/16B3748".into())),
+        "a committed checkpoint must be readable"
+    );
+    assert_eq!(
+        ok(store.checkpoints(), "checkpoints"),
+        batch.checkpoints,
+        "checkpoints() must list every committed checkpoint, ordered by source id"
+    );
+    assert!(
+        ok(store.log_start(), "log start").is_empty(),
+        "nothing was truncated, so log_start must be empty"
+    );
+}
+
+/// An empty batch commits fine and changes nothing.
+pub fn empty_batch_changes_nothing<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Sync);
+    ok(
+        store.commit(&CommitBatch::default()),
+        "empty commit on an empty store",
+    );
+    assert!(
+        ok(store.applied(), "applied").is_empty(),
+        "applied after an empty commit"
+    );
+    assert_eq!(
+        ok(store.hlc_mark(), "hlc"),
+        Hlc::default(),
+        "HLC mark after an empty commit"
+    );
+    ok(store.commit(&ingest("a", 1)), "commit");
+    ok(store.commit(&CommitBatch::default()), "empty commit");
+    assert_eq!(
+        ok(store.applied(), "applied"),
+        vv(&[("a", 1)]),
+        "an empty batch must not reset the applied vector"
+    );
+    assert_eq!(
+        ok(store.hlc_mark(), "hlc"),
+        entry("a", 1).hlc,
+        "an empty batch must not reset the HLC mark"
+    );
+    assert_eq!(
+        seqs(&ok(store.entries(&region("a"), Seq::ZERO, 10), "entries")),
+        vec![1]
+    );
+}
+
+/// The applied vector is joined (pointwise max) and the HLC mark raised,
+/// never lowered, by a commit.
+pub fn applied_and_hlc_never_go_backwards<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Buffered);
+    let first = CommitBatch {
+        applied: vv(&[("a", 5)]),
+        hlc_mark: Hlc::new(100, 0),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&first), "commit");
+    let stale = CommitBatch {
+        applied: vv(&[("a", 3), ("b", 1)]),
+        hlc_mark: Hlc::new(50, 0),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&stale), "commit");
+    assert_eq!(
+        ok(store.applied(), "applied"),
+        vv(&[("a", 5), ("b", 1)]),
+        "applied must be the pointwise max of the stored and the committed vectors"
+    );
+    assert_eq!(
+        ok(store.hlc_mark(), "hlc"),
+        Hlc::new(100, 0),
+        "the HLC mark must never go backwards"
+    );
+    let store = h.reopen(store);
+    assert_eq!(
+        ok(store.hlc_mark(), "hlc"),
+        Hlc::new(100, 0),
+        "HLC mark across reopen"
+    );
+}
+
+/// A write that fails (here: a value over the size limit) leaves nothing of
+/// itself, and the store goes on working.
+pub fn failed_writes_leave_nothing_behind<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Sync);
+    ok(store.commit(&ingest("a", 1)), "commit");
+    let k = key("t", "huge");
+    let dot = Dot::new(region("a"), 1);
+    let sibling = Sibling {
+        hlc: Hlc::new(9, 0),
+        value: Some(AttrValue::S("x".repeat(MAX_VALUE_BYTES))),
+    };
+    let huge = ItemState::from_parts(
+        CausalContext::new(),
+        BTreeSet::from([dot.clone()]),
+        BTreeMap::from([(
+            AttrName::new("blob").expect("valid attribute name"),
+            AttrState::Lww(BTreeMap::from([(dot, sibling)])),
+        )]),
+    );
+    let mut batch = ingest("a", 2);
+    batch.items.push((k.clone(), huge));
+    match store.commit(&batch) {
+        Err(StoreError::TooLarge { what, .. }) => assert_eq!(what, "item"),
+        other => panic!("committing an oversized item must fail with TooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        seqs(&ok(store.entries(&region("a"), Seq::ZERO, 10), "entries")),
+        vec![1],
+        "a failed commit must not leave its log entry behind"
+    );
+    assert_eq!(
+        ok(store.item(&batch.entries[0].key), "item"),
+        None,
+        "nor its items"
+    );
+    assert_eq!(ok(store.item(&k), "item"), None, "nor the oversized item");
+    assert_eq!(
+        ok(store.applied(), "applied"),
+        vv(&[("a", 1)]),
+        "nor its applied vector"
+    );
+    assert_eq!(
+        ok(store.hlc_mark(), "hlc"),
+        entry("a", 1).hlc,
+        "nor its HLC mark"
+    );
+    assert_eq!(
+        ok(store.checkpoint(&source("src")), "checkpoint"),
+        Some(Checkpoint("pos-1".into())),
+        "nor its checkpoint"
+    );
+
+    let mut big = letter(1);
+    big.reason = "x".repeat(MAX_VALUE_BYTES);
+    assert!(
+        matches!(
+            store.put_dead_letter(&big),
+            Err(StoreError::TooLarge { .. })
+        ),
+        "an oversized dead letter must be refused with TooLarge"
+    );
+    assert_eq!(
+        ok(store.put_dead_letter(&letter(2)), "put dead letter"),
+        DeadLetterId(1),
+        "a refused dead letter must not consume an id"
+    );
+    ok(
+        store.commit(&ingest("a", 2)),
+        "the store must keep working after a refused write",
+    );
+}
+
+/// Readers on other threads see a batch whole: once the applied vector
+/// says `k`, entry `k` and its item are readable.
+pub fn concurrent_readers_see_whole_batches<H: StoreHarness>(h: &mut H) {
+    const BATCHES: u64 = 200;
+    let store = h.open(Durability::Buffered);
+    let done = AtomicBool::new(false);
+    /// Sets the flag even if the writer panics, so readers stop.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    std::thread::scope(|scope| {
+        let store = &store;
+        let done = &done;
+        scope.spawn(move || {
+            let _done = Done(done);
+            for seq in 1..=BATCHES {
+                ok(store.commit(&ingest("a", seq)), "commit");
+            }
+        });
+        for _ in 0..2 {
+            scope.spawn(move || {
+                let a = region("a");
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let k = ok(store.applied(), "applied").get(&a).0;
+                    if k > 0 {
+                        let entries = ok(store.entries(&a, Seq(k - 1), usize::MAX), "entries");
+                        assert_eq!(
+                            entries.first().map(|e| e.seq),
+                            Some(Seq(k)),
+                            "applied says {k}, so entry {k} must be readable"
+                        );
+                        let e = entry("a", k);
+                        assert_eq!(
+                            ok(store.item(&e.key), "item"),
+                            Some(e.delta),
+                            "applied says {k}, so item {k} must be readable"
+                        );
+                    }
+                    if finished {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        ok(store.applied(), "applied"),
+        vv(&[("a", BATCHES)]),
+        "every batch applied"
+    );
+}

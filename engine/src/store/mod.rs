@@ -1,0 +1,232 @@
+//! The log store: where the CRDT log, the merged items, the offsets and the
+//! dead letters live, behind one trait with two implementations
+//! ([`MemStore`] and [`RocksStore`]) that pass the same
+//! [`conformance`] suite.
+//!
+//! # Contract
+//!
+//! - **Atomicity.** [`LogStore::commit`] applies a whole [`CommitBatch`] —
+//!   log entries, item states, the applied vector, source checkpoints and
+//!   the HLC mark — or nothing of it. After a crash a reopened store shows a
+//!   prefix of the committed batches, never part of one.
+//! - **Visibility.** When `commit` (or any other write) returns `Ok`, every
+//!   read on any thread sees it.
+//! - **Durability.** Under [`Durability::Sync`] a write is durable when it
+//!   returns `Ok`. Under [`Durability::Buffered`] it is durable once a later
+//!   [`LogStore::sync`] returns `Ok` (group commit: many batches, one
+//!   fsync). Callers acknowledge a change only once it is durable. Dropping
+//!   a store does not sync: a clean shutdown calls `sync` first.
+//! - **Monotone marks.** A commit joins its applied vector into the stored
+//!   one and raises the HLC mark; neither ever goes backwards, and an empty
+//!   [`CommitBatch`] changes nothing. Checkpoints, item states and acked
+//!   vectors are replaced by what is written.
+//! - **Errors.** A write that returns `Err` left nothing of itself visible.
+//!   A [`StoreError::Corrupt`] names the value that cannot be decoded and
+//!   leaves the store usable for other keys; [`StoreError::Backend`] from a
+//!   write means the store cannot vouch for durability any more: it refuses
+//!   every later write (it is *poisoned*) and the node must stop (see
+//!   [`StoreError::is_fatal`]); reads keep working. A value whose encoding
+//!   exceeds 32 MiB is refused with [`StoreError::TooLarge`] before
+//!   anything is written.
+//! - **The log.** Entries of one origin are dense by `seq`; the store does
+//!   not check it (the engine does) but keeps whatever it is given.
+//!   [`LogStore::truncate`] removes a prefix per origin and records it in
+//!   [`LogStore::log_start`], so readers can tell "truncated" from "never
+//!   written".
+
+mod codec;
+pub mod conformance;
+mod mem;
+mod rocks;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::LogEntry;
+use crate::crdt::ItemState;
+use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
+use crate::key::ItemKey;
+
+pub use mem::MemStore;
+
+/// The bytes one item occupies in a store: encoded key plus encoded value
+/// (for measuring the CRDT metadata overhead).
+pub fn encoded_item_len(key: &ItemKey, state: &ItemState) -> usize {
+    key.encode().len() + codec::encode_item(state).map_or(0, |v| v.len())
+}
+pub use rocks::{RocksOptions, RocksStore, StoreSizes};
+
+/// When a write becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every write is fsynced before it returns.
+    Sync,
+    /// Writes are durable after the next [`LogStore::sync`] (group commit).
+    Buffered,
+}
+
+/// A source's position (a Kinesis sequence number, a PostgreSQL LSN, …),
+/// opaque to the store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Checkpoint(pub String);
+
+/// Everything one ingest writes, atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitBatch {
+    /// Log entries to append, keyed by `(origin, seq)`.
+    pub entries: Vec<LogEntry>,
+    /// New merged states of the items the entries touched.
+    pub items: Vec<(ItemKey, ItemState)>,
+    /// The applied vector after this batch, joined (pointwise maximum)
+    /// into the stored one: the applied vector never goes backwards, and a
+    /// batch may carry only the origins it advanced.
+    pub applied: VersionVector,
+    /// Source positions consumed by this batch.
+    pub checkpoints: Vec<(SourceId, Checkpoint)>,
+    /// The HLC high-water mark after this batch; the stored mark is
+    /// raised to it, never lowered (so an HLC never goes backwards across
+    /// restarts).
+    pub hlc_mark: Hlc,
+}
+
+/// Identifies one dead letter; increasing in the order they were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeadLetterId(pub u64);
+
+/// A record that could not be ingested or written, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The source or sink it came from.
+    pub source: SourceId,
+    /// Its position in that source (shard sequence number, LSN, …).
+    pub offset: String,
+    /// Why it failed, in words an operator can act on.
+    pub reason: String,
+    /// The raw bytes as received.
+    pub raw: Vec<u8>,
+    /// How many times it was tried.
+    pub attempts: u32,
+    /// When it was stored (Unix milliseconds).
+    pub at_millis: u64,
+}
+
+/// What a store operation can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A stored value does not decode (bit rot, a foreign writer, a bug).
+    /// The rest of the store is usable; this value needs repair (e.g. from
+    /// a peer's snapshot).
+    #[error("corrupt {what} at {key}: {reason}")]
+    Corrupt {
+        /// Which kind of value (`item`, `log entry`, `applied vector`, …).
+        what: &'static str,
+        /// The key, printable.
+        key: String,
+        /// What the decoder found.
+        reason: String,
+    },
+    /// The storage backend failed. From a write, durability is unknown and
+    /// the node must stop; from a read, the read may be retried.
+    #[error("storage failed during {op}: {message}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+    /// A value too large to store (e.g. beyond the encoder's limits).
+    #[error("{what} too large: {size} bytes")]
+    TooLarge {
+        /// Which value.
+        what: &'static str,
+        /// Its encoded size.
+        size: usize,
+    },
+}
+
+impl StoreError {
+    /// True when the node must stop: a write whose durability is unknown.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Backend { .. })
+    }
+}
+
+/// The storage seam of the engine. See the module docs for the contract.
+pub trait LogStore: Send + Sync {
+    /// The durability policy the store was opened with.
+    fn durability(&self) -> Durability;
+
+    /// Atomically applies `batch`.
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+
+    /// Makes every write that returned `Ok` durable.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// The merged state of one item.
+    fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError>;
+
+    /// The merged states of several items, in the order asked.
+    fn items(&self, keys: &[ItemKey]) -> Result<Vec<Option<ItemState>>, StoreError> {
+        keys.iter().map(|k| self.item(k)).collect()
+    }
+
+    /// Up to `limit` items in key order, strictly after `after`, of `table`
+    /// only when given (snapshots, digests, scans).
+    fn scan_items(
+        &self,
+        table: Option<&TableName>,
+        after: Option<&ItemKey>,
+        limit: usize,
+    ) -> Result<Vec<(ItemKey, ItemState)>, StoreError>;
+
+    /// Up to `limit` log entries of `origin` with `seq > after`, in order.
+    fn entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The applied vector: per origin, the highest seq in the log.
+    fn applied(&self) -> Result<VersionVector, StoreError>;
+
+    /// Per origin, the highest seq removed by truncation.
+    fn log_start(&self) -> Result<VersionVector, StoreError>;
+
+    /// Removes, per origin, the entries with `seq ≤ upto[origin]` (never
+    /// beyond the applied vector) and raises [`LogStore::log_start`].
+    fn truncate(&self, upto: &VersionVector) -> Result<(), StoreError>;
+
+    /// What `peer` acknowledged (empty if never).
+    fn acked(&self, peer: &RegionId) -> Result<VersionVector, StoreError>;
+
+    /// Every peer's acknowledged vector.
+    fn acked_all(&self) -> Result<BTreeMap<RegionId, VersionVector>, StoreError>;
+
+    /// Records what `peer` acknowledged (replaces the stored vector).
+    fn set_acked(&self, peer: &RegionId, acked: &VersionVector) -> Result<(), StoreError>;
+
+    /// A source's checkpoint.
+    fn checkpoint(&self, source: &SourceId) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Every source checkpoint.
+    fn checkpoints(&self) -> Result<Vec<(SourceId, Checkpoint)>, StoreError>;
+
+    /// The persisted HLC high-water mark (default if none).
+    fn hlc_mark(&self) -> Result<Hlc, StoreError>;
+
+    /// Stores a dead letter.
+    fn put_dead_letter(&self, letter: &DeadLetter) -> Result<DeadLetterId, StoreError>;
+
+    /// Up to `limit` dead letters with id greater than `after`, in order.
+    fn dead_letters(
+        &self,
+        after: Option<DeadLetterId>,
+        limit: usize,
+    ) -> Result<Vec<(DeadLetterId, DeadLetter)>, StoreError>;
+
+    /// Removes a dead letter; `false` if there was none with that id.
+    fn remove_dead_letter(&self, id: DeadLetterId) -> Result<bool, StoreError>;
+}

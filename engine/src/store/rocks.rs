@@ -1,0 +1,557 @@
+//! [`RocksStore`]: the [`LogStore`] on RocksDB.
+//!
+//! Column families `log`, `items`, `meta` and `dead_letters` hold the
+//! shared [`super::codec`] layout. Invariants:
+//! - every write is **one** `WriteBatch` (RocksDB applies a batch across
+//!   column families atomically, in memory and in WAL recovery), written
+//!   with `sync` under [`Durability::Sync`]; [`LogStore::sync`] fsyncs the
+//!   WAL for [`Durability::Buffered`];
+//! - read-modify-write operations (commit, truncate, dead letters) run
+//!   under one writer lock, so concurrent writers cannot interleave
+//!   between the read and the write; reads take no lock;
+//! - after any failed write or sync the store is *poisoned*: it refuses
+//!   every later write with [`StoreError::Backend`] (its durability is
+//!   unknown, see [`StoreError::is_fatal`]) and keeps serving reads;
+//! - no compression: the build carries no codec (see the workspace
+//!   `Cargo.toml`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+
+use super::codec::{self, Cf, KeyRange, Put};
+use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, Durability, LogStore, StoreError};
+use crate::change::LogEntry;
+use crate::crdt::ItemState;
+use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
+use crate::key::ItemKey;
+
+/// How to open a [`RocksStore`]. Build with [`RocksOptions::new`] and
+/// adjust the public fields; the defaults suit one node per region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RocksOptions {
+    /// The database directory (created if missing).
+    pub path: PathBuf,
+    /// When writes become durable.
+    pub durability: Durability,
+    /// Memtable size of the `log` and `items` column families, in bytes
+    /// (`meta` and `dead_letters` use at most 4 MiB).
+    pub write_buffer_bytes: usize,
+    /// Block cache shared by all column families, in bytes.
+    pub block_cache_bytes: usize,
+    /// Upper bound on open SST files (RocksDB's `max_open_files`; -1 means
+    /// unlimited).
+    pub max_open_files: i32,
+    /// Bloom filter bits per key on `items` (point reads of items that
+    /// do not exist skip the disk). 0 disables the filter.
+    pub items_bloom_bits_per_key: f64,
+}
+
+impl RocksOptions {
+    /// Default memtable size: 64 MiB.
+    pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 64 << 20;
+    /// Default block cache: 256 MiB.
+    pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 << 20;
+    /// Default open file limit.
+    pub const DEFAULT_MAX_OPEN_FILES: i32 = 1024;
+    /// Default bloom filter density (about 1% false positives).
+    pub const DEFAULT_ITEMS_BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+    /// Options for the database at `path` with the defaults.
+    pub fn new(path: impl Into<PathBuf>, durability: Durability) -> Self {
+        Self {
+            path: path.into(),
+            durability,
+            write_buffer_bytes: Self::DEFAULT_WRITE_BUFFER_BYTES,
+            block_cache_bytes: Self::DEFAULT_BLOCK_CACHE_BYTES,
+            max_open_files: Self::DEFAULT_MAX_OPEN_FILES,
+            items_bloom_bits_per_key: Self::DEFAULT_ITEMS_BLOOM_BITS_PER_KEY,
+        }
+    }
+
+    fn cf_options(&self, cf: Cf, cache: &Cache) -> Options {
+        let mut opts = Options::default();
+        opts.set_compression_type(DBCompressionType::None);
+        let small = 4 << 20;
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        match cf {
+            Cf::Log => opts.set_write_buffer_size(self.write_buffer_bytes),
+            Cf::Items => {
+                opts.set_write_buffer_size(self.write_buffer_bytes);
+                if self.items_bloom_bits_per_key > 0.0 {
+                    table.set_bloom_filter(self.items_bloom_bits_per_key, false);
+                }
+            }
+            Cf::Meta | Cf::DeadLetters => {
+                opts.set_write_buffer_size(self.write_buffer_bytes.min(small));
+            }
+        }
+        opts.set_block_based_table_factory(&table);
+        opts
+    }
+}
+
+/// Approximate bytes per column family: SST files on disk plus memtables.
+///
+/// Approximate: SST sizes lag behind deletes until compaction, memtable
+/// sizes count arena allocation rather than live data, and WAL files are
+/// not counted at all. Good for trends and benchmarks, not for accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSizes {
+    /// The `log` column family.
+    pub log: u64,
+    /// The `items` column family.
+    pub items: u64,
+    /// The `meta` column family.
+    pub meta: u64,
+    /// The `dead_letters` column family.
+    pub dead_letters: u64,
+}
+
+impl StoreSizes {
+    /// The sum over column families.
+    pub fn total(&self) -> u64 {
+        self.log + self.items + self.meta + self.dead_letters
+    }
+}
+
+/// The [`LogStore`] on RocksDB. `Send + Sync`; share it with an `Arc`.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    durability: Durability,
+    /// Serializes read-modify-write operations.
+    writer: Mutex<()>,
+    /// Set by a failed write; refuses every later write.
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("poisoned", &self.poisoned.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        op,
+        message: e.to_string(),
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating if missing) the database at `options.path`, with
+    /// its column families.
+    pub fn open(options: RocksOptions) -> Result<Self, StoreError> {
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_open_files(options.max_open_files);
+        db_opts.set_compression_type(DBCompressionType::None);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), options.cf_options(*cf, &cache)));
+        let db = DB::open_cf_descriptors(&db_opts, &options.path, cfs)
+            .map_err(|e| backend("open database", format!("{}: {e}", options.path.display())))?;
+        Ok(Self {
+            db,
+            path: options.path,
+            durability: options.durability,
+            writer: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes every column family's memtable to SST files (so that
+    /// [`RocksStore::approximate_sizes`] measures on-disk bytes).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for cf in Cf::ALL {
+            self.db
+                .flush_cf(self.cf(cf)?)
+                .map_err(|e| backend("flush memtable", e))?;
+        }
+        Ok(())
+    }
+
+    /// Approximate bytes per column family (see [`StoreSizes`]).
+    pub fn approximate_sizes(&self) -> Result<StoreSizes, StoreError> {
+        let size = |cf: Cf| -> Result<u64, StoreError> {
+            let handle = self.cf(cf)?;
+            let mut total = 0u64;
+            for prop in [
+                "rocksdb.total-sst-files-size",
+                "rocksdb.size-all-mem-tables",
+            ] {
+                let v = self
+                    .db
+                    .property_int_value_cf(handle, prop)
+                    .map_err(|e| backend("read size property", e))?;
+                total = total.saturating_add(v.unwrap_or(0));
+            }
+            Ok(total)
+        };
+        Ok(StoreSizes {
+            log: size(Cf::Log)?,
+            items: size(Cf::Items)?,
+            meta: size(Cf::Meta)?,
+            dead_letters: size(Cf::DeadLetters)?,
+        })
+    }
+
+    fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(cf.name())
+            .ok_or_else(|| StoreError::Backend {
+                op: "find column family",
+                message: format!("column family {} is missing", cf.name()),
+            })
+    }
+
+    /// Refuses writes once poisoned.
+    fn check_writable(&self, op: &'static str) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Backend {
+                op,
+                message: "store refuses writes after an earlier write failed; restart the node"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the writer lock for a read-modify-write, unless poisoned.
+    fn begin_write(&self, op: &'static str) -> Result<MutexGuard<'_, ()>, StoreError> {
+        // A panic under the lock left no half-written batch (batches are
+        // written whole or not at all), so the lock's poison is ignored.
+        let guard = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.check_writable(op)?;
+        Ok(guard)
+    }
+
+    /// Writes `batch` in one atomic write; poisons the store on failure.
+    fn write(&self, op: &'static str, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.durability == Durability::Sync);
+        self.db.write_opt(batch, &opts).map_err(|e| {
+            self.poisoned.store(true, Ordering::Release);
+            backend(op, e)
+        })
+    }
+
+    fn add_puts(&self, batch: &mut WriteBatch, puts: &[Put]) -> Result<(), StoreError> {
+        for p in puts {
+            batch.put_cf(self.cf(p.cf)?, &p.key, &p.value);
+        }
+        Ok(())
+    }
+
+    fn get(
+        &self,
+        op: &'static str,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StoreError> {
+        self.db
+            .get_pinned_cf(self.cf(cf)?, key)
+            .map_err(|e| backend(op, e))
+    }
+
+    fn meta_vector(&self, what: &'static str, key: &str) -> Result<VersionVector, StoreError> {
+        match self.get("read meta", Cf::Meta, key.as_bytes())? {
+            Some(bytes) => codec::decode_vector(what, key, &bytes),
+            None => Ok(VersionVector::new()),
+        }
+    }
+
+    /// Decodes up to `limit` pairs of `range`, in key order.
+    fn collect<T>(
+        &self,
+        op: &'static str,
+        cf: Cf,
+        range: &KeyRange,
+        limit: usize,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        if range.is_empty() || limit == 0 {
+            return Ok(out);
+        }
+        let mut opts = ReadOptions::default();
+        if let Some(end) = &range.end {
+            opts.set_iterate_upper_bound(end.clone());
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
+        it.seek(&range.start);
+        while out.len() < limit && it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            out.push(decode(k, v)?);
+            it.next();
+        }
+        it.status().map_err(|e| backend(op, e))?;
+        Ok(out)
+    }
+}
+
+impl LogStore for RocksStore {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let _guard = self.begin_write("commit")?;
+        let applied = self.meta_vector("applied vector", codec::META_APPLIED)?;
+        let hlc = self.hlc_mark()?;
+        let puts = codec::commit_puts(batch, &applied, hlc)?;
+        if puts.is_empty() {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        self.add_puts(&mut wb, &puts)?;
+        self.write("commit", wb)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // No writer lock: commits go on while the WAL is fsynced.
+        self.check_writable("sync")?;
+        self.db.flush_wal(true).map_err(|e| {
+            self.poisoned.store(true, Ordering::Release);
+            backend("sync", e)
+        })
+    }
+
+    fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError> {
+        self.get("read item", Cf::Items, &key.encode())?
+            .map(|bytes| codec::decode_item(key, &bytes))
+            .transpose()
+    }
+
+    fn items(&self, keys: &[ItemKey]) -> Result<Vec<Option<ItemState>>, StoreError> {
+        let cf = self.cf(Cf::Items)?;
+        let values = self.db.multi_get_cf(keys.iter().map(|k| (cf, k.encode())));
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| {
+                value
+                    .map_err(|e| backend("read items", e))?
+                    .map(|bytes| codec::decode_item(key, &bytes))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn scan_items(
+        &self,
+        table: Option<&TableName>,
+        after: Option<&ItemKey>,
+        limit: usize,
+    ) -> Result<Vec<(ItemKey, ItemState)>, StoreError> {
+        let range = codec::scan_range(table, after);
+        self.collect("scan items", Cf::Items, &range, limit, codec::item_from_kv)
+    }
+
+    fn entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let range = codec::entries_range(origin, after);
+        self.collect(
+            "read log entries",
+            Cf::Log,
+            &range,
+            limit,
+            codec::entry_from_kv,
+        )
+    }
+
+    fn applied(&self) -> Result<VersionVector, StoreError> {
+        self.meta_vector("applied vector", codec::META_APPLIED)
+    }
+
+    fn log_start(&self) -> Result<VersionVector, StoreError> {
+        self.meta_vector("log start vector", codec::META_LOG_START)
+    }
+
+    fn truncate(&self, upto: &VersionVector) -> Result<(), StoreError> {
+        let _guard = self.begin_write("truncate log")?;
+        let applied = self.applied()?;
+        let start = self.log_start()?;
+        let plan = codec::truncate_plan(upto, &applied, &start)?;
+        let mut wb = WriteBatch::default();
+        let log = self.cf(Cf::Log)?;
+        for (from, to) in &plan.ranges {
+            wb.delete_range_cf(log, from, to);
+        }
+        if let Some((_, bytes)) = &plan.log_start {
+            wb.put_cf(self.cf(Cf::Meta)?, codec::META_LOG_START, bytes);
+        }
+        if wb.is_empty() {
+            return Ok(());
+        }
+        self.write("truncate log", wb)
+    }
+
+    fn acked(&self, peer: &RegionId) -> Result<VersionVector, StoreError> {
+        self.meta_vector("acked vector", &codec::acked_key(peer))
+    }
+
+    fn acked_all(&self) -> Result<BTreeMap<RegionId, VersionVector>, StoreError> {
+        let range = codec::meta_range(codec::META_ACKED_PREFIX);
+        Ok(self
+            .collect(
+                "read acked vectors",
+                Cf::Meta,
+                &range,
+                usize::MAX,
+                codec::acked_from_kv,
+            )?
+            .into_iter()
+            .collect())
+    }
+
+    fn set_acked(&self, peer: &RegionId, acked: &VersionVector) -> Result<(), StoreError> {
+        let put = codec::acked_put(peer, acked)?;
+        // A blind write: no read, so no writer lock (acks never wait for a
+        // commit's fsync), but still refused once poisoned.
+        self.check_writable("write acked vector")?;
+        let mut wb = WriteBatch::default();
+        self.add_puts(&mut wb, &[put])?;
+        self.write("write acked vector", wb)
+    }
+
+    fn checkpoint(&self, source: &SourceId) -> Result<Option<Checkpoint>, StoreError> {
+        let key = codec::checkpoint_key(source);
+        self.get("read checkpoint", Cf::Meta, key.as_bytes())?
+            .map(|bytes| codec::decode_checkpoint(&key, &bytes))
+            .transpose()
+    }
+
+    fn checkpoints(&self) -> Result<Vec<(SourceId, Checkpoint)>, StoreError> {
+        let range = codec::meta_range(codec::META_CHECKPOINT_PREFIX);
+        self.collect(
+            "read checkpoints",
+            Cf::Meta,
+            &range,
+            usize::MAX,
+            codec::checkpoint_from_kv,
+        )
+    }
+
+    fn hlc_mark(&self) -> Result<Hlc, StoreError> {
+        self.get("read hlc mark", Cf::Meta, codec::META_HLC.as_bytes())?
+            .map_or(Ok(Hlc::default()), |bytes| codec::decode_hlc(&bytes))
+    }
+
+    fn put_dead_letter(&self, letter: &DeadLetter) -> Result<DeadLetterId, StoreError> {
+        let _guard = self.begin_write("write dead letter")?;
+        let next = self
+            .get(
+                "read dead-letter counter",
+                Cf::Meta,
+                codec::META_DEAD_LETTER_NEXT.as_bytes(),
+            )?
+            .map(|bytes| codec::decode_counter(&bytes))
+            .transpose()?;
+        let (id, puts) = codec::dead_letter_puts(next, letter)?;
+        let mut wb = WriteBatch::default();
+        self.add_puts(&mut wb, &puts)?;
+        self.write("write dead letter", wb)?;
+        Ok(id)
+    }
+
+    fn dead_letters(
+        &self,
+        after: Option<DeadLetterId>,
+        limit: usize,
+    ) -> Result<Vec<(DeadLetterId, DeadLetter)>, StoreError> {
+        let range = codec::dead_letters_range(after);
+        self.collect(
+            "read dead letters",
+            Cf::DeadLetters,
+            &range,
+            limit,
+            codec::dead_letter_from_kv,
+        )
+    }
+
+    fn remove_dead_letter(&self, id: DeadLetterId) -> Result<bool, StoreError> {
+        let _guard = self.begin_write("remove dead letter")?;
+        let key = codec::dead_letter_key(id);
+        if self
+            .get("read dead letter", Cf::DeadLetters, &key)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let mut wb = WriteBatch::default();
+        wb.delete_cf(self.cf(Cf::DeadLetters)?, key);
+        self.write("remove dead letter", wb)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_store_refuses_writes_but_serves_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            RocksStore::open(RocksOptions::new(dir.path(), Durability::Sync)).expect("open");
+        let peer = RegionId::new("p").expect("valid region");
+        let v: VersionVector = [(peer.clone(), Seq(1))].into_iter().collect();
+        store.set_acked(&peer, &v).expect("write");
+        // What a failed WAL write or fsync does (RocksDB offers no way to
+        // make one fail on demand).
+        store.poisoned.store(true, Ordering::Release);
+        for err in [
+            store.set_acked(&peer, &v).expect_err("poisoned"),
+            store.commit(&CommitBatch::default()).expect_err("poisoned"),
+            store.sync().expect_err("poisoned"),
+            store.truncate(&v).expect_err("poisoned"),
+            store
+                .remove_dead_letter(DeadLetterId(1))
+                .expect_err("poisoned"),
+        ] {
+            assert!(err.is_fatal(), "{err}");
+        }
+        assert_eq!(store.acked(&peer).expect("reads still work"), v);
+    }
+
+    #[test]
+    fn sizes_are_reported_per_column_family() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            RocksStore::open(RocksOptions::new(dir.path(), Durability::Buffered)).expect("open");
+        let sizes = store.approximate_sizes().expect("sizes");
+        assert_eq!(
+            sizes.total(),
+            sizes.log + sizes.items + sizes.meta + sizes.dead_letters
+        );
+        assert_eq!(store.path(), dir.path());
+    }
+}

@@ -1,0 +1,364 @@
+//! The log above a store: local ingest, remote apply (duplicates, gaps,
+//! causal dependencies, clock skew), refused changes, checkpoints, the HLC
+//! across restarts, truncation — on both stores.
+
+use std::time::Duration;
+
+use tributary_engine::change::{Change, LogEntry, Op};
+use tributary_engine::clock::ManualClock;
+use tributary_engine::crdt::AttrView;
+use tributary_engine::ids::{AttrName, Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
+use tributary_engine::key::ItemKey;
+use tributary_engine::log::{ApplyStop, ChangeError, Log, LogConfig};
+use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
+use tributary_engine::store::{
+    Checkpoint, Durability, LogStore, MemStore, RocksOptions, RocksStore,
+};
+use tributary_engine::value::{AttrValue, Scalar};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn attr(s: &str) -> AttrName {
+    AttrName::new(s).expect("valid attr")
+}
+
+fn region(s: &str) -> RegionId {
+    RegionId::new(s).expect("valid region")
+}
+
+fn schemas() -> Schemas {
+    let t = TableSchema::new(TableName::new("carts").expect("table"), attr("pk"), None)
+        .and_then(|s| s.with_policy(attr("qty"), MergePolicy::Counter))
+        .expect("schema");
+    [t].into_iter().collect()
+}
+
+fn key(k: &str) -> ItemKey {
+    ItemKey::new(
+        TableName::new("carts").expect("table"),
+        Scalar::S(k.into()),
+        None,
+    )
+    .expect("key")
+}
+
+fn add(k: &str, n: i128) -> Change {
+    Change {
+        key: key(k),
+        ops: vec![Op::Add {
+            attr: attr("qty"),
+            amount: n,
+        }],
+        source_millis: None,
+    }
+}
+
+fn config(r: &str) -> LogConfig {
+    LogConfig {
+        region: region(r),
+        schemas: schemas(),
+        max_clock_skew: Duration::from_secs(10),
+    }
+}
+
+fn qty<S: LogStore>(log: &Log<S, ManualClock>, k: &str) -> Option<AttrValue> {
+    let view = log.item(&key(k)).expect("read").and_then(|s| s.view())?;
+    match view.get(&attr("qty")) {
+        Some(AttrView::Value { value, .. }) => Some(value.clone()),
+        _ => None,
+    }
+}
+
+fn n(v: i64) -> Option<AttrValue> {
+    Some(AttrValue::N(v.to_string().parse().expect("number")))
+}
+
+fn all_entries<S: LogStore>(log: &Log<S, ManualClock>) -> Vec<LogEntry> {
+    let mut out = Vec::new();
+    for (origin, _) in log.applied().clone().iter() {
+        out.extend(log.entries(origin, Seq::ZERO, usize::MAX).expect("entries"));
+    }
+    out.sort_by_key(|e| e.hlc);
+    out
+}
+
+/// Runs `check` on a pair of fresh logs per store kind.
+fn on_both_stores(check: impl Fn(&mut dyn FnMut(&str) -> Box<dyn LogUnderTest>)) {
+    check(&mut |r| {
+        Box::new(
+            Log::open(
+                MemStore::new(Durability::Sync),
+                config(r),
+                ManualClock::new(NOW),
+            )
+            .expect("open"),
+        )
+    });
+    let dirs: std::cell::RefCell<Vec<tempfile::TempDir>> = std::cell::RefCell::new(Vec::new());
+    check(&mut |r| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            RocksStore::open(RocksOptions::new(dir.path(), Durability::Sync)).expect("open rocks");
+        dirs.borrow_mut().push(dir);
+        Box::new(Log::open(store, config(r), ManualClock::new(NOW)).expect("open"))
+    });
+}
+
+/// The log operations the tests use, object-safe so one test body runs on
+/// both store types.
+trait LogUnderTest {
+    fn ingest(&mut self, c: &[Change]) -> Vec<Result<(Seq, Hlc), ChangeError>>;
+    fn apply(&mut self, e: &[LogEntry]) -> (usize, usize, Option<ApplyStop>);
+    fn entries(&self) -> Vec<LogEntry>;
+    fn qty(&self, k: &str) -> Option<AttrValue>;
+    fn applied(&self) -> VersionVector;
+}
+
+impl<S: LogStore> LogUnderTest for Log<S, ManualClock> {
+    fn ingest(&mut self, c: &[Change]) -> Vec<Result<(Seq, Hlc), ChangeError>> {
+        self.ingest(c, Vec::new()).expect("ingest").outcomes
+    }
+    fn apply(&mut self, e: &[LogEntry]) -> (usize, usize, Option<ApplyStop>) {
+        let r = self.apply_remote(e).expect("apply");
+        (r.applied, r.duplicates, r.stopped)
+    }
+    fn entries(&self) -> Vec<LogEntry> {
+        all_entries(self)
+    }
+    fn qty(&self, k: &str) -> Option<AttrValue> {
+        qty(self, k)
+    }
+    fn applied(&self) -> VersionVector {
+        Log::applied(self).clone()
+    }
+}
+
+#[test]
+fn remote_entries_apply_once_in_order_and_duplicates_are_no_ops() {
+    on_both_stores(|open| {
+        let mut a = open("a");
+        let mut b = open("b");
+        a.ingest(&[add("x", 2), add("x", 3)]);
+        a.ingest(&[add("x", 4)]);
+        let entries = a.entries();
+        assert_eq!(
+            entries.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // First delivery, then the same entries again (duplicated delivery).
+        assert_eq!(b.apply(&entries), (3, 0, None));
+        assert_eq!(b.apply(&entries), (0, 3, None));
+        assert_eq!(b.qty("x"), n(9));
+        assert_eq!(b.applied(), a.applied());
+    });
+}
+
+#[test]
+fn a_gap_stops_the_batch_after_the_contiguous_prefix() {
+    on_both_stores(|open| {
+        let mut a = open("a");
+        let mut b = open("b");
+        a.ingest(&[add("x", 1), add("x", 1), add("x", 1)]);
+        let entries = a.entries();
+        let reordered = vec![entries[0].clone(), entries[2].clone(), entries[1].clone()];
+        let (applied, dups, stop) = b.apply(&reordered);
+        assert_eq!((applied, dups), (1, 0));
+        assert_eq!(
+            stop,
+            Some(ApplyStop::Gap {
+                origin: region("a"),
+                expected: Seq(2),
+                got: Seq(3)
+            })
+        );
+        assert_eq!(b.qty("x"), n(1));
+        assert_eq!(b.apply(&entries), (2, 1, None));
+        assert_eq!(b.qty("x"), n(3));
+    });
+}
+
+#[test]
+fn an_entry_waits_for_its_causal_past() {
+    on_both_stores(|open| {
+        let mut a = open("a");
+        let mut b = open("b");
+        let mut c = open("c");
+        a.ingest(&[add("x", 5)]);
+        b.apply(&a.entries());
+        b.ingest(&[Change {
+            key: key("x"),
+            ops: vec![Op::Delete],
+            source_millis: None,
+        }]);
+        let from_b: Vec<LogEntry> = b
+            .entries()
+            .into_iter()
+            .filter(|e| e.origin == region("b"))
+            .collect();
+        // c hears of b's delete before a's increment that the delete saw.
+        let (applied, _, stop) = c.apply(&from_b);
+        assert_eq!(applied, 0);
+        assert!(
+            matches!(&stop, Some(ApplyStop::MissingDeps { origin, .. }) if *origin == region("b")),
+            "expected MissingDeps, got {stop:?}"
+        );
+        c.apply(&a.entries());
+        assert_eq!(c.apply(&from_b), (1, 0, None));
+        assert_eq!(
+            c.qty("x"),
+            None,
+            "the delete removed the increment it had seen"
+        );
+    });
+}
+
+#[test]
+fn refused_changes_are_reported_and_the_rest_of_the_batch_lands() {
+    on_both_stores(|open| {
+        let mut a = open("a");
+        let wrong_type = Change {
+            key: key("x"),
+            ops: vec![Op::Set {
+                attr: attr("qty"),
+                value: AttrValue::S("many".into()),
+            }],
+            source_millis: None,
+        };
+        let unknown = Change {
+            key: ItemKey::new(
+                TableName::new("nope").expect("t"),
+                Scalar::S("k".into()),
+                None,
+            )
+            .expect("k"),
+            ops: vec![],
+            source_millis: None,
+        };
+        let too_big = Change {
+            key: key("y"),
+            ops: vec![Op::Set {
+                attr: attr("blob"),
+                value: AttrValue::B(vec![0; 401 * 1024]),
+            }],
+            source_millis: None,
+        };
+        let out = a.ingest(&[wrong_type, add("x", 1), unknown, too_big, add("x", 1)]);
+        assert!(
+            matches!(out[0], Err(ChangeError::Op { .. })),
+            "{:?}",
+            out[0]
+        );
+        assert!(
+            matches!(out[2], Err(ChangeError::UnknownTable(_))),
+            "{:?}",
+            out[2]
+        );
+        let too_big_err = out[3]
+            .as_ref()
+            .expect_err("oversized item refused")
+            .to_string();
+        assert!(too_big_err.contains("limit"), "{too_big_err}");
+        assert_eq!(out[1].as_ref().map(|(s, _)| *s), Ok(Seq(1)));
+        assert_eq!(out[4].as_ref().map(|(s, _)| *s), Ok(Seq(2)));
+        assert_eq!(a.qty("x"), n(2));
+        assert_eq!(a.entries().len(), 2, "refused changes are not logged");
+    });
+}
+
+#[test]
+fn a_remote_clock_beyond_the_skew_bound_is_refused_not_applied() {
+    on_both_stores(|open| {
+        let mut a = open("a");
+        let mut b = open("b");
+        a.ingest(&[add("x", 1)]);
+        let mut e = a.entries();
+        e[0].hlc = Hlc::new(NOW + 3_600_000, 0);
+        let (applied, _, stop) = b.apply(&e);
+        assert_eq!(applied, 0);
+        assert!(matches!(stop, Some(ApplyStop::ClockSkew(_))), "{stop:?}");
+        assert_eq!(b.qty("x"), None);
+    });
+}
+
+#[test]
+fn checkpoints_commit_with_the_batch_and_the_hlc_survives_restart() {
+    let store = MemStore::new(Durability::Sync);
+    let clock = ManualClock::new(NOW);
+    let mut log = Log::open(store.clone(), config("a"), clock.clone()).expect("open");
+    let src = SourceId::new("kinesis:orders/shard-0").expect("source");
+    let report = log
+        .ingest(
+            &[add("x", 1)],
+            vec![(src.clone(), Checkpoint("4960".into()))],
+        )
+        .expect("ingest");
+    let (_, hlc) = report.outcomes[0].clone().expect("accepted");
+    assert!(report.durable);
+    assert_eq!(
+        store.checkpoint(&src).expect("read"),
+        Some(Checkpoint("4960".into()))
+    );
+    // Even a batch whose every change is refused advances the checkpoint
+    // (the caller dead-letters those records).
+    let bad = Change {
+        key: key("x"),
+        ops: vec![Op::Add {
+            attr: attr("name"),
+            amount: 1,
+        }],
+        source_millis: None,
+    };
+    log.ingest(&[bad], vec![(src.clone(), Checkpoint("4961".into()))])
+        .expect("ingest");
+    assert_eq!(
+        store.checkpoint(&src).expect("read"),
+        Some(Checkpoint("4961".into()))
+    );
+    drop(log);
+    // The wall clock went back an hour; the restarted log still moves forward.
+    clock.set(NOW - 3_600_000);
+    let mut log = Log::open(store, config("a"), clock).expect("reopen");
+    let (_, later) = log
+        .ingest(&[add("x", 1)], Vec::new())
+        .expect("ingest")
+        .outcomes[0]
+        .clone()
+        .expect("ok");
+    assert!(later > hlc, "{later:?} must follow {hlc:?}");
+    assert_eq!(log.applied().get(&region("a")), Seq(2));
+}
+
+#[test]
+fn truncation_keeps_what_some_peer_still_needs() {
+    let store = MemStore::new(Durability::Sync);
+    let mut log = Log::open(store.clone(), config("a"), ManualClock::new(NOW)).expect("open");
+    log.ingest(
+        &[add("x", 1), add("x", 1), add("x", 1), add("x", 1)],
+        Vec::new(),
+    )
+    .expect("ingest");
+    let acked = |s: u64| {
+        [(region("a"), Seq(s))]
+            .into_iter()
+            .collect::<VersionVector>()
+    };
+    store.set_acked(&region("b"), &acked(3)).expect("ack b");
+    store.set_acked(&region("c"), &acked(2)).expect("ack c");
+    let upto = log
+        .truncate_acknowledged(&[region("b"), region("c")])
+        .expect("truncate");
+    assert_eq!(upto.get(&region("a")), Seq(2));
+    let left: Vec<u64> = log
+        .entries(&region("a"), Seq::ZERO, 10)
+        .expect("entries")
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(left, vec![3, 4]);
+    assert_eq!(
+        store.log_start().expect("log start").get(&region("a")),
+        Seq(2)
+    );
+    // The items are untouched by truncation.
+    assert_eq!(qty(&log, "x"), n(4));
+}

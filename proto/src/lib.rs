@@ -1,0 +1,1 @@
+//! Tributary's wire protocol (peer delta shipping and the admin API); the generated code arrives with the replicator issue.

@@ -1,0 +1,4 @@
+# Sourced by the scripts: one cargo target dir outside the clone, so that
+# RocksDB's C++ build (7–10 min cold on 2 cores) is paid once per machine.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -1,0 +1,4 @@
+//! Cross-crate integration, crash and chaos tests for Tributary, with the
+//! helpers they share.
+
+pub mod crash;

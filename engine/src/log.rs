@@ -339,9 +339,8 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         let touched: std::collections::BTreeSet<&ItemKey> =
             batch.entries.iter().map(|e| &e.key).collect();
         batch.items = states
-            .iter()
+            .into_iter()
             .filter(|(k, _)| touched.contains(k))
-            .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         batch.applied = applied.clone();
         batch.hlc_mark = self.hlc.high_water();

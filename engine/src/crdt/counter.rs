@@ -48,6 +48,22 @@ impl CounterState {
         join_max(&mut self.base_dec, &other.base_dec);
     }
 
+    /// The four maps: increments, decrements, and their reset bases.
+    pub fn parts(&self) -> [&BTreeMap<RegionId, u128>; 4] {
+        [&self.inc, &self.dec, &self.base_inc, &self.base_dec]
+    }
+
+    /// Rebuilds a counter from [`CounterState::parts`] (decoders).
+    pub fn from_parts(parts: [BTreeMap<RegionId, u128>; 4]) -> Self {
+        let [inc, dec, base_inc, base_dec] = parts;
+        CounterState {
+            inc,
+            dec,
+            base_inc,
+            base_dec,
+        }
+    }
+
     /// True when the counter holds no information at all.
     pub fn is_bottom(&self) -> bool {
         self.inc.is_empty()

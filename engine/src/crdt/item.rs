@@ -237,8 +237,9 @@ pub struct Prepared {
     pub state: ItemState,
 }
 
-/// The replicated state of one item (also used as a delta).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated state of one item (also used as a delta). Its serialized
+/// form is the compact one of `crdt/encoding.rs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ItemState {
     ctx: CausalContext,
     alive: BTreeSet<Dot>,
@@ -384,18 +385,44 @@ impl ItemState {
 
     /// The item's size by DynamoDB's rules, key attributes included.
     pub fn size(&self, schema: &TableSchema) -> usize {
+        if !self.exists() {
+            return 0;
+        }
         let key_names = schema.partition_key().as_str().len()
             + schema.sort_key().map_or(0, |k| k.as_str().len());
-        let attrs = self.view().unwrap_or_default();
-        let mut total = key_names;
-        for (name, v) in &attrs {
-            total += name.as_str().len();
-            total += match v {
-                AttrView::Value { value, .. } => value.size(),
-                AttrView::Siblings(s) => s.iter().map(|(v, _)| v.size()).sum(),
-            };
-        }
-        total
+        key_names
+            + self
+                .attrs
+                .iter()
+                .map(|(name, a)| match visible_size(a) {
+                    0 => 0,
+                    n => name.as_str().len() + n,
+                })
+                .sum::<usize>()
+    }
+}
+
+/// The size of what readers see of one attribute (0 when invisible),
+/// computed without building the view.
+fn visible_size(attr: &AttrState) -> usize {
+    match attr {
+        AttrState::Lww(m) => m
+            .iter()
+            .max_by(|(da, sa), (db, sb)| {
+                (sa.hlc, &da.region, da.counter).cmp(&(sb.hlc, &db.region, db.counter))
+            })
+            .and_then(|(_, s)| s.value.as_ref())
+            .map_or(0, AttrValue::size),
+        AttrState::Multi(m) => m
+            .values()
+            .filter_map(|s| s.value.as_ref())
+            .map(AttrValue::size)
+            .sum(),
+        AttrState::Set(m) => m.keys().map(Scalar::size).sum(),
+        AttrState::Counter(c) => match c.value() {
+            Ok(v) if c.is_present() => AttrValue::N(crate::value::Number::from_i128(v)).size(),
+            _ => 0,
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod context;
 mod counter;
+mod encoding;
 mod item;
 
 pub use context::CausalContext;

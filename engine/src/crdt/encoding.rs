@@ -1,0 +1,325 @@
+//! The serialized form of an [`ItemState`] (stored items and shipped deltas).
+//!
+//! The in-memory state names regions by string in every dot; serialized
+//! naively, a region name such as `us-east-1` would repeat in every dot and
+//! counter entry, and every sibling would carry a full 8–9 byte HLC. The
+//! compact form keeps, per item, one table of the regions it mentions (dots
+//! then refer to an index) and one base HLC (siblings store their distance
+//! below it, usually 0 or a few bytes). Decoding validates every index, so a
+//! malformed form is an error, never a panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::context::CausalContext;
+use super::counter::CounterState;
+use super::item::{AttrState, ItemState, Sibling};
+use crate::ids::{AttrName, Dot, Hlc, RegionId};
+use crate::value::{AttrValue, Scalar};
+
+/// A dot as (region index, counter).
+type CDot = (u32, u64);
+
+#[derive(Serialize, Deserialize)]
+struct Compact {
+    regions: Vec<RegionId>,
+    hlc_base: u64,
+    vv: Vec<CDot>,
+    cloud: Vec<CDot>,
+    alive: Vec<CDot>,
+    attrs: Vec<(AttrName, CAttr)>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum CAttr {
+    Lww(Vec<(CDot, u64, Option<AttrValue>)>),
+    Multi(Vec<(CDot, u64, Option<AttrValue>)>),
+    Set(Vec<(Scalar, Vec<CDot>)>),
+    Counter([Vec<(u32, u128)>; 4]),
+}
+
+/// Builds the region table while encoding.
+#[derive(Default)]
+struct Regions {
+    list: Vec<RegionId>,
+}
+
+impl Regions {
+    /// The index of `r`; items mention a handful of regions, so a linear
+    /// search beats a map.
+    fn of(&mut self, r: &RegionId) -> u32 {
+        let i = match self.list.iter().position(|x| x == r) {
+            Some(i) => i,
+            None => {
+                self.list.push(r.clone());
+                self.list.len() - 1
+            }
+        };
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    fn dot(&mut self, d: &Dot) -> CDot {
+        (self.of(&d.region), d.counter)
+    }
+}
+
+fn max_hlc(state: &ItemState) -> u64 {
+    state
+        .attrs()
+        .values()
+        .flat_map(|a| match a {
+            AttrState::Lww(m) | AttrState::Multi(m) => m.values().map(|s| s.hlc.0).max(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn to_compact(state: &ItemState) -> Compact {
+    let mut regions = Regions::default();
+    let hlc_base = max_hlc(state);
+    let ctx = state.context();
+    let vv = ctx.vector().map(|(r, n)| (regions.of(r), n)).collect();
+    let cloud = ctx.cloud().map(|d| regions.dot(d)).collect();
+    let alive = state.alive().iter().map(|d| regions.dot(d)).collect();
+    let siblings = |m: &BTreeMap<Dot, Sibling>,
+                    regions: &mut Regions|
+     -> Vec<(CDot, u64, Option<AttrValue>)> {
+        m.iter()
+            .map(|(d, s)| {
+                (
+                    (regions.of(&d.region), d.counter),
+                    hlc_base - s.hlc.0,
+                    s.value.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut attrs = Vec::with_capacity(state.attrs().len());
+    for (name, a) in state.attrs() {
+        let c = match a {
+            AttrState::Lww(m) => CAttr::Lww(siblings(m, &mut regions)),
+            AttrState::Multi(m) => CAttr::Multi(siblings(m, &mut regions)),
+            AttrState::Set(m) => CAttr::Set(
+                m.iter()
+                    .map(|(e, dots)| {
+                        (
+                            e.clone(),
+                            dots.iter()
+                                .map(|d| (regions.of(&d.region), d.counter))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+            AttrState::Counter(c) => {
+                let [inc, dec, base_inc, base_dec] = c.parts();
+                let mut map = |m: &BTreeMap<RegionId, u128>| {
+                    m.iter().map(|(r, v)| (regions.of(r), *v)).collect()
+                };
+                CAttr::Counter([map(inc), map(dec), map(base_inc), map(base_dec)])
+            }
+        };
+        attrs.push((name.clone(), c));
+    }
+    Compact {
+        regions: regions.list,
+        hlc_base,
+        vv,
+        cloud,
+        alive,
+        attrs,
+    }
+}
+
+fn from_compact(c: Compact) -> Result<ItemState, String> {
+    let region = |i: u32| -> Result<RegionId, String> {
+        c.regions.get(i as usize).cloned().ok_or_else(|| {
+            format!(
+                "region index {i} beyond the item's {} regions",
+                c.regions.len()
+            )
+        })
+    };
+    let dot = |(i, n): CDot| -> Result<Dot, String> { Ok(Dot::new(region(i)?, n)) };
+    let hlc = |below: u64| -> Result<Hlc, String> {
+        c.hlc_base
+            .checked_sub(below)
+            .map(Hlc)
+            .ok_or_else(|| format!("sibling HLC {below} below base {} underflows", c.hlc_base))
+    };
+    let vv =
+        c.vv.iter()
+            .map(|(i, n)| Ok((region(*i)?, *n)))
+            .collect::<Result<Vec<_>, String>>()?;
+    let cloud = c
+        .cloud
+        .iter()
+        .map(|d| dot(*d))
+        .collect::<Result<Vec<_>, String>>()?;
+    let ctx = CausalContext::from_parts(vv, cloud);
+    let alive = c
+        .alive
+        .iter()
+        .map(|d| dot(*d))
+        .collect::<Result<BTreeSet<_>, String>>()?;
+    let siblings =
+        |v: &[(CDot, u64, Option<AttrValue>)]| -> Result<BTreeMap<Dot, Sibling>, String> {
+            v.iter()
+                .map(|(d, below, value)| {
+                    Ok((
+                        dot(*d)?,
+                        Sibling {
+                            hlc: hlc(*below)?,
+                            value: value.clone(),
+                        },
+                    ))
+                })
+                .collect()
+        };
+    let mut attrs = BTreeMap::new();
+    for (name, a) in &c.attrs {
+        let state = match a {
+            CAttr::Lww(v) => AttrState::Lww(siblings(v)?),
+            CAttr::Multi(v) => AttrState::Multi(siblings(v)?),
+            CAttr::Set(v) => AttrState::Set(
+                v.iter()
+                    .map(|(e, dots)| {
+                        Ok((
+                            e.clone(),
+                            dots.iter()
+                                .map(|d| dot(*d))
+                                .collect::<Result<BTreeSet<_>, String>>()?,
+                        ))
+                    })
+                    .collect::<Result<BTreeMap<_, _>, String>>()?,
+            ),
+            CAttr::Counter(parts) => {
+                let map = |m: &[(u32, u128)]| -> Result<BTreeMap<RegionId, u128>, String> {
+                    m.iter().map(|(i, v)| Ok((region(*i)?, *v))).collect()
+                };
+                AttrState::Counter(CounterState::from_parts([
+                    map(&parts[0])?,
+                    map(&parts[1])?,
+                    map(&parts[2])?,
+                    map(&parts[3])?,
+                ]))
+            }
+        };
+        attrs.insert(name.clone(), state);
+    }
+    Ok(ItemState::from_parts(ctx, alive, attrs))
+}
+
+impl Serialize for ItemState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        to_compact(self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ItemState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_compact(Compact::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Op;
+    use crate::ids::TableName;
+    use crate::schema::{MergePolicy, TableSchema};
+
+    fn a(s: &str) -> AttrName {
+        AttrName::new(s).expect("attr")
+    }
+
+    fn sample() -> ItemState {
+        let schema = TableSchema::new(TableName::new("t").expect("t"), a("pk"), None)
+            .and_then(|s| s.with_policy(a("qty"), MergePolicy::Counter))
+            .and_then(|s| s.with_policy(a("tags"), MergePolicy::Set))
+            .and_then(|s| s.with_policy(a("note"), MergePolicy::Multi))
+            .expect("schema");
+        let ops = |r: &str| {
+            vec![
+                Op::Set {
+                    attr: a("name"),
+                    value: AttrValue::S(format!("from {r}")),
+                },
+                Op::Set {
+                    attr: a("note"),
+                    value: AttrValue::S(r.into()),
+                },
+                Op::Add {
+                    attr: a("qty"),
+                    amount: -3,
+                },
+                Op::AddToSet {
+                    attr: a("tags"),
+                    elements: vec![Scalar::S(r.into())],
+                },
+            ]
+        };
+        let base = ItemState::new();
+        let x = base
+            .prepare(
+                &schema,
+                &RegionId::new("us-east-1").expect("r"),
+                Hlc::new(10, 1),
+                &ops("x"),
+            )
+            .expect("ok");
+        let y = base
+            .prepare(
+                &schema,
+                &RegionId::new("eu-west-1").expect("r"),
+                Hlc::new(12, 0),
+                &ops("y"),
+            )
+            .expect("ok");
+        let mut s = x.state;
+        s.join(&y.delta);
+        let z = s
+            .prepare(
+                &schema,
+                &RegionId::new("us-east-1").expect("r"),
+                Hlc::new(13, 0),
+                &[Op::Remove { attr: a("qty") }],
+            )
+            .expect("ok");
+        z.state
+    }
+
+    #[test]
+    fn round_trips_and_names_each_region_once() {
+        let s = sample();
+        let bytes = postcard::to_allocvec(&s).expect("encode");
+        let back: ItemState = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, s);
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(
+            text.matches("us-east-1").count(),
+            1,
+            "region table holds each region once"
+        );
+    }
+
+    #[test]
+    fn a_bad_region_index_is_an_error_not_a_panic() {
+        let mut c = to_compact(&sample());
+        c.alive.push((99, 1));
+        let bytes = postcard::to_allocvec(&c).expect("encode");
+        let err = postcard::from_bytes::<ItemState>(&bytes).expect_err("must refuse");
+        assert!(!err.to_string().is_empty());
+        let mut c = to_compact(&sample());
+        if let Some((_, CAttr::Lww(v))) =
+            c.attrs.iter_mut().find(|(_, a)| matches!(a, CAttr::Lww(_)))
+        {
+            v[0].1 = u64::MAX;
+        }
+        let bytes = postcard::to_allocvec(&c).expect("encode");
+        assert!(postcard::from_bytes::<ItemState>(&bytes).is_err());
+    }
+}

@@ -174,6 +174,25 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         self.store.entries(origin, after, limit)
     }
 
+    /// Up to `limit` entries the holder of `have` lacks, from every origin,
+    /// in HLC order — which respects causality, so a receiver can apply
+    /// them in the order given (what a peer link ships).
+    pub fn entries_above(
+        &self,
+        have: &VersionVector,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let mut out = Vec::new();
+        for (origin, head) in self.applied.iter() {
+            if head > have.get(origin) {
+                out.extend(self.store.entries(origin, have.get(origin), limit)?);
+            }
+        }
+        out.sort_by_key(|e| (e.hlc, e.origin.clone(), e.seq));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// Makes every committed batch durable (group commit).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.store.sync()

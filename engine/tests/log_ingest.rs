@@ -362,3 +362,45 @@ fn truncation_keeps_what_some_peer_still_needs() {
     // The items are untouched by truncation.
     assert_eq!(qty(&log, "x"), n(4));
 }
+
+#[test]
+fn entries_above_come_in_causal_order_and_apply_in_one_pass() {
+    let clock = ManualClock::new(NOW);
+    let open = |r: &str| {
+        Log::open(MemStore::new(Durability::Sync), config(r), clock.clone()).expect("open")
+    };
+    let (mut a, mut b, mut c) = (open("a"), open("b"), open("c"));
+    a.ingest(&[add("x", 1), add("y", 1)], Vec::new())
+        .expect("ingest");
+    clock.advance(Duration::from_millis(5));
+    b.apply_remote(&a.entries_above(&VersionVector::new(), 100).expect("read"))
+        .expect("apply");
+    b.ingest(
+        &[Change {
+            key: key("x"),
+            ops: vec![Op::Delete],
+            source_millis: None,
+        }],
+        Vec::new(),
+    )
+    .expect("ingest");
+    clock.advance(Duration::from_millis(5));
+    a.ingest(&[add("y", 2)], Vec::new()).expect("ingest");
+    // b holds a's first two entries and its own delete; c receives all of
+    // b's log, then the rest from a.
+    let from_b = b.entries_above(c.applied(), 100).expect("read");
+    let hlcs: Vec<Hlc> = from_b.iter().map(|e| e.hlc).collect();
+    assert!(hlcs.windows(2).all(|w| w[0] < w[1]), "HLC order: {hlcs:?}");
+    let r = c.apply_remote(&from_b).expect("apply");
+    assert_eq!((r.applied, r.stopped), (3, None));
+    let rest = a.entries_above(c.applied(), 100).expect("read");
+    assert_eq!(
+        rest.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        vec![3],
+        "only what c lacks"
+    );
+    assert!(a.entries_above(a.applied(), 100).expect("read").is_empty());
+    c.apply_remote(&rest).expect("apply");
+    assert_eq!(qty(&c, "x"), None);
+    assert_eq!(qty(&c, "y"), n(3));
+}

@@ -96,11 +96,7 @@ fn write(regions: &mut [Region], w: &LocalWrite) -> Result<()> {
 /// order, as a peer link would.
 fn ship(regions: &mut [Region], from: usize, to: usize) -> Result<usize> {
     let have = regions[to].applied().clone();
-    let mut entries = Vec::new();
-    for (origin, _) in regions[from].applied().iter() {
-        entries.extend(regions[from].entries(origin, have.get(origin), usize::MAX)?);
-    }
-    entries.sort_by_key(|e| e.hlc);
+    let entries = regions[from].entries_above(&have, usize::MAX)?;
     let report = regions[to].apply_remote(&entries)?;
     Ok(report.applied)
 }
@@ -267,6 +263,7 @@ pub fn run(out: &mut impl Write) -> Result<()> {
             .map(|r| render(r, line))
             .collect::<Result<_>>()?;
         let identical = merged.windows(2).all(|w| w[0] == w[1]);
+        anyhow::ensure!(identical, "regions did not converge on {line}: {merged:?}");
         writeln!(
             out,
             "cart line {line:?}: all three regions identical: {}",

@@ -404,3 +404,22 @@ fn entries_above_come_in_causal_order_and_apply_in_one_pass() {
     assert_eq!(qty(&c, "x"), None);
     assert_eq!(qty(&c, "y"), n(3));
 }
+
+#[test]
+fn group_commit_acknowledges_only_after_sync() {
+    let store = MemStore::new(Durability::Buffered);
+    let clock = ManualClock::new(NOW);
+    let mut log = Log::open(store.clone(), config("a"), clock.clone()).expect("open");
+    let report = log.ingest(&[add("x", 1)], Vec::new()).expect("ingest");
+    assert!(!report.durable, "buffered ingest is not durable until sync");
+    log.sync().expect("sync");
+    let report = log.ingest(&[add("x", 10)], Vec::new()).expect("ingest");
+    assert!(!report.durable);
+    drop(log);
+    // Power cut before the second sync: the unsynced batch is gone, the
+    // synced one is whole.
+    store.crash();
+    let log = Log::open(store, config("a"), clock).expect("reopen");
+    assert_eq!(log.applied().get(&region("a")), Seq(1));
+    assert_eq!(qty(&log, "x"), n(1));
+}

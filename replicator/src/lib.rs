@@ -3,3 +3,4 @@
 //! arrives with the replicator issue.
 
 pub mod demo;
+pub mod link;

@@ -1,6 +1,8 @@
-//! The Tributary regional node. Today it holds the embedded demo; the node
-//! itself (sources, sinks, peer shipping over gRPC, admin API, metrics)
-//! arrives with the replicator issue.
+//! The Tributary regional node. Today it holds the node's configuration
+//! ([`config`]), the pure state of a peer link ([`link`]) and the embedded
+//! demo; the node itself (sources, sinks, peer shipping over gRPC, admin API,
+//! metrics) arrives with the replicator issue.
 
+pub mod config;
 pub mod demo;
 pub mod link;

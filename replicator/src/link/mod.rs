@@ -1,7 +1,9 @@
 //! Peer links: the pure state of shipping deltas to a peer (what to read,
-//! what is in flight, what is acknowledged). The gRPC tasks that drive it
+//! what is in flight, what is acknowledged) and the lag arithmetic. The gRPC tasks that drive it
 //! arrive with the node runtime.
 
+pub mod lag;
 pub mod outbound;
 
+pub use lag::{LinkFacts, OriginLag, PeerLag, Rate, peer_lag};
 pub use outbound::{AckOutcome, Batch, BatchId, Outbound, OutboundLimits};

@@ -1,0 +1,198 @@
+//! The `[shipping]` section: how deltas travel to peers (batching, window,
+//! heartbeats, keepalive, reconnects, message limits, log retention).
+//! Defaults are defined once, in [`ShippingConfig`]'s `Default`.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use super::error::Problem;
+use super::values::{duration, format_duration, format_size, size};
+use crate::link::OutboundLimits;
+
+/// `[shipping]`: every key optional. Durations take a unit (`"2ms"`), sizes
+/// take one too (`"1MiB"` = 1,048,576 bytes; `"1MB"` = 1,000,000 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShippingConfig {
+    /// A batch holds at most this many log entries.
+    pub batch_max_entries: usize,
+    /// A batch holds at most this many bytes of entries.
+    #[serde(deserialize_with = "size")]
+    pub batch_max_bytes: ByteSize,
+    /// How long a non-full batch waits for more entries before it is sent.
+    #[serde(deserialize_with = "duration")]
+    pub batch_linger: Duration,
+    /// Batches sent to one peer and not yet acknowledged (the window).
+    pub max_in_flight_batches: usize,
+    /// How often a heartbeat (HLC, head seqs) goes to each peer.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// How often an HTTP/2 keepalive ping probes an idle connection.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    /// How long an unanswered keepalive ping waits before the connection is
+    /// dropped.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// The first reconnect delay after a link fails (then doubled, with
+    /// full jitter).
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_backoff_initial: Duration,
+    /// The largest reconnect delay.
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_backoff_max: Duration,
+    /// The largest gRPC message sent or accepted.
+    #[serde(deserialize_with = "size")]
+    pub max_message_bytes: ByteSize,
+    /// How long log entries are kept once every peer has acknowledged them.
+    #[serde(deserialize_with = "duration")]
+    pub log_retention: Duration,
+}
+
+impl Default for ShippingConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_entries: 1000,
+            batch_max_bytes: ByteSize::mib(1),
+            batch_linger: Duration::from_millis(2),
+            max_in_flight_batches: 4,
+            heartbeat_interval: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(2),
+            reconnect_backoff_initial: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            max_message_bytes: ByteSize::mib(8),
+            log_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+fn size_entry(b: ByteSize) -> String {
+    format!("{} ({} bytes)", format_size(b), b.as_u64())
+}
+
+impl ShippingConfig {
+    /// The limits of a peer link's outbound window.
+    pub fn outbound_limits(&self) -> OutboundLimits {
+        OutboundLimits {
+            max_entries: self.batch_max_entries,
+            // Validation keeps it below 4 GiB; saturate on a 32-bit target.
+            max_bytes: usize::try_from(self.batch_max_bytes.as_u64()).unwrap_or(usize::MAX),
+            max_in_flight: self.max_in_flight_batches,
+        }
+    }
+
+    /// Every key with its value, in the file's words.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("batch_max_entries", self.batch_max_entries.to_string()),
+            ("batch_max_bytes", size_entry(self.batch_max_bytes)),
+            ("batch_linger", format_duration(self.batch_linger)),
+            (
+                "max_in_flight_batches",
+                self.max_in_flight_batches.to_string(),
+            ),
+            (
+                "heartbeat_interval",
+                format_duration(self.heartbeat_interval),
+            ),
+            (
+                "keepalive_interval",
+                format_duration(self.keepalive_interval),
+            ),
+            ("keepalive_timeout", format_duration(self.keepalive_timeout)),
+            (
+                "reconnect_backoff_initial",
+                format_duration(self.reconnect_backoff_initial),
+            ),
+            (
+                "reconnect_backoff_max",
+                format_duration(self.reconnect_backoff_max),
+            ),
+            ("max_message_bytes", size_entry(self.max_message_bytes)),
+            ("log_retention", format_duration(self.log_retention)),
+        ]
+    }
+
+    pub(crate) fn problems(&self, out: &mut Vec<Problem>) {
+        let mut positive = |key: &str, zero: bool, example: &str| {
+            if zero {
+                out.push(Problem::new(
+                    format!("shipping.{key}"),
+                    "is 0",
+                    format!("set a positive value such as {example}"),
+                ));
+            }
+        };
+        positive("batch_max_entries", self.batch_max_entries == 0, "1000");
+        positive(
+            "batch_max_bytes",
+            self.batch_max_bytes.as_u64() == 0,
+            "\"1MiB\"",
+        );
+        positive(
+            "max_in_flight_batches",
+            self.max_in_flight_batches == 0,
+            "4",
+        );
+        positive(
+            "heartbeat_interval",
+            self.heartbeat_interval.is_zero(),
+            "\"1s\"",
+        );
+        positive(
+            "keepalive_interval",
+            self.keepalive_interval.is_zero(),
+            "\"1s\"",
+        );
+        positive(
+            "keepalive_timeout",
+            self.keepalive_timeout.is_zero(),
+            "\"2s\"",
+        );
+        positive(
+            "reconnect_backoff_initial",
+            self.reconnect_backoff_initial.is_zero(),
+            "\"50ms\"",
+        );
+        positive(
+            "max_message_bytes",
+            self.max_message_bytes.as_u64() == 0,
+            "\"8MiB\"",
+        );
+        if self.reconnect_backoff_max < self.reconnect_backoff_initial {
+            out.push(Problem::new(
+                "shipping.reconnect_backoff_max",
+                format!(
+                    "{} is below reconnect_backoff_initial {}",
+                    format_duration(self.reconnect_backoff_max),
+                    format_duration(self.reconnect_backoff_initial)
+                ),
+                "make the maximum at least the initial delay",
+            ));
+        }
+        if self.batch_max_bytes.as_u64() > 0 && self.batch_max_bytes >= self.max_message_bytes {
+            out.push(Problem::new(
+                "shipping.batch_max_bytes",
+                format!(
+                    "{} does not fit in max_message_bytes {} (a message also carries framing)",
+                    format_size(self.batch_max_bytes),
+                    format_size(self.max_message_bytes)
+                ),
+                "make batch_max_bytes smaller than max_message_bytes",
+            ));
+        }
+        if self.max_message_bytes.as_u64() > u64::from(u32::MAX) {
+            out.push(Problem::new(
+                "shipping.max_message_bytes",
+                format!(
+                    "{} exceeds gRPC's 4 GiB message limit",
+                    format_size(self.max_message_bytes)
+                ),
+                "set a value below \"4GiB\" (the default is \"8MiB\")",
+            ));
+        }
+    }
+}

@@ -17,15 +17,11 @@ use tributary_tests::crash::{KEYS, batch_len, key_for, open_log, region};
 
 const CYCLES: usize = 24;
 
-/// SIGKILLs the child (through kill(1): `unsafe` is forbidden workspace-wide)
-/// and checks that it died of it.
+/// SIGKILLs the child (`Child::kill` sends SIGKILL on Unix) and checks that
+/// it died of it.
 fn kill9(child: &mut Child) {
     use std::os::unix::process::ExitStatusExt;
-    let status = Command::new("kill")
-        .args(["-9", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -9 {} failed", child.id());
+    child.kill().expect("kill -9 the child");
     let status = child.wait().expect("reap child");
     assert_eq!(
         status.signal(),
@@ -44,20 +40,32 @@ fn run_and_kill(dir: &std::path::Path, acks: usize, rng: &mut impl Rng) -> u64 {
         .spawn()
         .expect("spawn crash_ingest");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Lines arrive through a channel so that waiting has a deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut last_acked = 0;
     let mut prev: Option<u64> = None;
     let mut seen = 0;
     while seen < acks {
-        assert!(
-            Instant::now() < deadline,
-            "child acknowledged only {seen} batches in 60 s (last seq {last_acked})"
-        );
-        let Some(line) = lines.next() else {
-            panic!("child exited early after {seen} acks: {:?}", child.wait());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line.expect("read child output"),
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "waiting for ack {}/{acks} ({e}); last acknowledged seq {last_acked}; child: {:?}",
+                    seen + 1,
+                    child.wait()
+                );
+            }
         };
-        let line = line.expect("read child output");
         let mut parts = line.split_whitespace();
         assert_eq!(parts.next(), Some("ack"), "unexpected child line {line:?}");
         let first: u64 = parts

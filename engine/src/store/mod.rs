@@ -57,6 +57,27 @@ pub fn encoded_item_len(key: &ItemKey, state: &ItemState) -> usize {
 }
 pub use rocks::{RocksOptions, RocksStore, StoreSizes};
 
+/// Encodes an item state for the wire (a log entry's delta, a snapshot
+/// item): the same versioned envelope the stores write,
+/// `[format version][postcard][crc32]`, so a peer running this build or a
+/// later one that still reads this format version can decode it.
+///
+/// Fails with [`StoreError::TooLarge`] when the encoding exceeds the
+/// stores' 32 MiB value limit.
+pub fn encode_item_state(state: &ItemState) -> Result<Vec<u8>, StoreError> {
+    codec::encode_item(state)
+}
+
+/// Decodes bytes written by [`encode_item_state`], typically received from
+/// a peer and therefore untrusted.
+///
+/// Never panics: a wrong length, checksum, format version, payload or any
+/// out-of-range index inside the state is a [`StoreError::Corrupt`] whose
+/// key is `"wire delta"`.
+pub fn decode_item_state(bytes: &[u8]) -> Result<ItemState, StoreError> {
+    codec::decode("item", || "wire delta".to_owned(), bytes)
+}
+
 /// When a write becomes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,159 @@
+//! Version vectors, log entries and batches of entries.
+
+use tributary_engine::change::LogEntry;
+use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
+use tributary_engine::key::ItemKey;
+use tributary_engine::store::{decode_item_state, encode_item_state};
+use tributary_proto::v1 as pb;
+
+use super::{EncodeError, FromWire, ToWire, WireError};
+use crate::link::{Batch, BatchId};
+
+impl ToWire for VersionVector {
+    type Wire = pb::VersionVector;
+
+    fn to_wire(&self) -> pb::VersionVector {
+        pb::VersionVector {
+            seqs: self
+                .iter()
+                .map(|(origin, seq)| (origin.as_str().to_owned(), seq.0))
+                .collect(),
+        }
+    }
+}
+
+impl FromWire for VersionVector {
+    type Wire = pb::VersionVector;
+
+    fn from_wire(wire: pb::VersionVector) -> Result<Self, WireError> {
+        vector_from_wire(Some(wire), "vector")
+    }
+}
+
+/// A received vector; `at` names it for errors. Absent means empty; zero
+/// entries are dropped.
+pub(super) fn vector_from_wire(
+    wire: Option<pb::VersionVector>,
+    at: &str,
+) -> Result<VersionVector, WireError> {
+    let Some(wire) = wire else {
+        return Ok(VersionVector::new());
+    };
+    // Sorted, so that of several bad region ids the same one is reported
+    // every time (the map's order is random).
+    let mut seqs: Vec<(String, u64)> = wire.seqs.into_iter().collect();
+    seqs.sort_unstable();
+    let mut vector = VersionVector::new();
+    for (origin, seq) in seqs {
+        let region = region_from_wire(&origin, || format!("{at}.seqs[{origin:?}]"))?;
+        vector.raise(&region, Seq(seq));
+    }
+    Ok(vector)
+}
+
+/// A received region id; `field` names it for errors.
+pub(super) fn region_from_wire(
+    value: &str,
+    field: impl FnOnce() -> String,
+) -> Result<RegionId, WireError> {
+    if value.is_empty() {
+        return Err(WireError::Missing { field: field() });
+    }
+    RegionId::new(value).map_err(|source| WireError::Region {
+        field: field(),
+        source,
+    })
+}
+
+/// A received seq, which must be at least 1.
+pub(super) fn seq_from_wire(value: u64, field: impl FnOnce() -> String) -> Result<Seq, WireError> {
+    if value == 0 {
+        return Err(WireError::ZeroSeq { field: field() });
+    }
+    Ok(Seq(value))
+}
+
+/// The message for a log entry: key and delta in the engine's canonical
+/// encodings.
+pub fn entry_to_wire(entry: &LogEntry) -> Result<pb::Entry, EncodeError> {
+    let delta = encode_item_state(&entry.delta).map_err(|source| EncodeError {
+        origin: entry.origin.clone(),
+        seq: entry.seq,
+        source,
+    })?;
+    Ok(pb::Entry {
+        origin: entry.origin.as_str().to_owned(),
+        seq: entry.seq.0,
+        hlc: entry.hlc.0,
+        deps: Some(entry.deps.to_wire()),
+        key: entry.key.encode(),
+        delta,
+    })
+}
+
+impl FromWire for LogEntry {
+    type Wire = pb::Entry;
+
+    fn from_wire(wire: pb::Entry) -> Result<Self, WireError> {
+        entry_from_wire(wire, "entry")
+    }
+}
+
+/// A received entry; `at` names it for errors.
+fn entry_from_wire(wire: pb::Entry, at: &str) -> Result<LogEntry, WireError> {
+    let origin = region_from_wire(&wire.origin, || format!("{at}.origin"))?;
+    let seq = seq_from_wire(wire.seq, || format!("{at}.seq"))?;
+    let deps = vector_from_wire(wire.deps, &format!("{at}.deps"))?;
+    let key = ItemKey::decode(&wire.key).map_err(|source| WireError::Key {
+        field: format!("{at}.key"),
+        source,
+    })?;
+    let delta = decode_item_state(&wire.delta).map_err(|source| WireError::Delta {
+        field: format!("{at}.delta"),
+        source,
+    })?;
+    Ok(LogEntry {
+        origin,
+        seq,
+        hlc: Hlc(wire.hlc),
+        deps,
+        key,
+        delta,
+    })
+}
+
+/// The message for a batch.
+pub fn batch_to_wire(batch: &Batch) -> Result<pb::Batch, EncodeError> {
+    Ok(pb::Batch {
+        id: batch.id.0,
+        entries: batch
+            .entries
+            .iter()
+            .map(entry_to_wire)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A received batch of at most `max_entries` entries, each validated. The
+/// size is checked before any entry is decoded. Per-origin contiguity and
+/// causal order are not checked here: the log stops at a gap or a missing
+/// dependency and the ack says where (`ApplyStop`).
+pub fn batch_from_wire(wire: pb::Batch, max_entries: usize) -> Result<Batch, WireError> {
+    if wire.entries.len() > max_entries {
+        return Err(WireError::BatchTooLarge {
+            field: "batch.entries".to_owned(),
+            len: wire.entries.len(),
+            max: max_entries,
+        });
+    }
+    let entries = wire
+        .entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| entry_from_wire(entry, &format!("batch.entries[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(Batch {
+        id: BatchId(wire.id),
+        entries,
+    })
+}

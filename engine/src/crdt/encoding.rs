@@ -8,6 +8,7 @@
 //! below it, usually 0 or a few bytes). Decoding validates every index, so a
 //! malformed form is an error, never a panic.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::Error as _;
@@ -22,45 +23,50 @@ use crate::value::{AttrValue, Scalar};
 /// A dot as (region index, counter).
 type CDot = (u32, u64);
 
+/// A register sibling: dot, distance below the base HLC, value.
+type CSibling<'a> = (CDot, u64, Option<Cow<'a, AttrValue>>);
+
+/// The compact form. Encoding borrows from the state (`Cow::Borrowed`, no
+/// copies of values); decoding owns. Both give the same bytes.
 #[derive(Serialize, Deserialize)]
-struct Compact {
-    regions: Vec<RegionId>,
+struct Compact<'a> {
+    regions: Vec<Cow<'a, RegionId>>,
     hlc_base: u64,
     vv: Vec<CDot>,
     cloud: Vec<CDot>,
     alive: Vec<CDot>,
-    attrs: Vec<(AttrName, CAttr)>,
+    attrs: Vec<(Cow<'a, AttrName>, CAttr<'a>)>,
 }
 
 #[derive(Serialize, Deserialize)]
-enum CAttr {
-    Lww(Vec<(CDot, u64, Option<AttrValue>)>),
-    Multi(Vec<(CDot, u64, Option<AttrValue>)>),
-    Set(Vec<(Scalar, Vec<CDot>)>),
+enum CAttr<'a> {
+    Lww(Vec<CSibling<'a>>),
+    Multi(Vec<CSibling<'a>>),
+    Set(Vec<(Cow<'a, Scalar>, Vec<CDot>)>),
     Counter([Vec<(u32, u128)>; 4]),
 }
 
 /// Builds the region table while encoding.
 #[derive(Default)]
-struct Regions {
-    list: Vec<RegionId>,
+struct Regions<'a> {
+    list: Vec<Cow<'a, RegionId>>,
 }
 
-impl Regions {
+impl<'a> Regions<'a> {
     /// The index of `r`; items mention a handful of regions, so a linear
     /// search beats a map.
-    fn of(&mut self, r: &RegionId) -> u32 {
-        let i = match self.list.iter().position(|x| x == r) {
+    fn of(&mut self, r: &'a RegionId) -> u32 {
+        let i = match self.list.iter().position(|x| x.as_ref() == r) {
             Some(i) => i,
             None => {
-                self.list.push(r.clone());
+                self.list.push(Cow::Borrowed(r));
                 self.list.len() - 1
             }
         };
         u32::try_from(i).unwrap_or(u32::MAX)
     }
 
-    fn dot(&mut self, d: &Dot) -> CDot {
+    fn dot(&mut self, d: &'a Dot) -> CDot {
         (self.of(&d.region), d.counter)
     }
 }
@@ -77,36 +83,38 @@ fn max_hlc(state: &ItemState) -> u64 {
         .unwrap_or(0)
 }
 
-fn to_compact(state: &ItemState) -> Compact {
+fn to_compact(state: &ItemState) -> Compact<'_> {
     let mut regions = Regions::default();
     let hlc_base = max_hlc(state);
     let ctx = state.context();
     let vv = ctx.vector().map(|(r, n)| (regions.of(r), n)).collect();
     let cloud = ctx.cloud().map(|d| regions.dot(d)).collect();
     let alive = state.alive().iter().map(|d| regions.dot(d)).collect();
-    let siblings = |m: &BTreeMap<Dot, Sibling>,
-                    regions: &mut Regions|
-     -> Vec<(CDot, u64, Option<AttrValue>)> {
+    fn siblings<'a>(
+        m: &'a BTreeMap<Dot, Sibling>,
+        regions: &mut Regions<'a>,
+        hlc_base: u64,
+    ) -> Vec<CSibling<'a>> {
         m.iter()
             .map(|(d, s)| {
                 (
                     (regions.of(&d.region), d.counter),
                     hlc_base - s.hlc.0,
-                    s.value.clone(),
+                    s.value.as_ref().map(Cow::Borrowed),
                 )
             })
             .collect()
-    };
+    }
     let mut attrs = Vec::with_capacity(state.attrs().len());
     for (name, a) in state.attrs() {
         let c = match a {
-            AttrState::Lww(m) => CAttr::Lww(siblings(m, &mut regions)),
-            AttrState::Multi(m) => CAttr::Multi(siblings(m, &mut regions)),
+            AttrState::Lww(m) => CAttr::Lww(siblings(m, &mut regions, hlc_base)),
+            AttrState::Multi(m) => CAttr::Multi(siblings(m, &mut regions, hlc_base)),
             AttrState::Set(m) => CAttr::Set(
                 m.iter()
                     .map(|(e, dots)| {
                         (
-                            e.clone(),
+                            Cow::Borrowed(e),
                             dots.iter()
                                 .map(|d| (regions.of(&d.region), d.counter))
                                 .collect(),
@@ -116,13 +124,21 @@ fn to_compact(state: &ItemState) -> Compact {
             ),
             AttrState::Counter(c) => {
                 let [inc, dec, base_inc, base_dec] = c.parts();
-                let mut map = |m: &BTreeMap<RegionId, u128>| {
+                fn map<'a>(
+                    m: &'a BTreeMap<RegionId, u128>,
+                    regions: &mut Regions<'a>,
+                ) -> Vec<(u32, u128)> {
                     m.iter().map(|(r, v)| (regions.of(r), *v)).collect()
-                };
-                CAttr::Counter([map(inc), map(dec), map(base_inc), map(base_dec)])
+                }
+                CAttr::Counter([
+                    map(inc, &mut regions),
+                    map(dec, &mut regions),
+                    map(base_inc, &mut regions),
+                    map(base_dec, &mut regions),
+                ])
             }
         };
-        attrs.push((name.clone(), c));
+        attrs.push((Cow::Borrowed(name), c));
     }
     Compact {
         regions: regions.list,
@@ -134,14 +150,17 @@ fn to_compact(state: &ItemState) -> Compact {
     }
 }
 
-fn from_compact(c: Compact) -> Result<ItemState, String> {
+fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
     let region = |i: u32| -> Result<RegionId, String> {
-        c.regions.get(i as usize).cloned().ok_or_else(|| {
-            format!(
-                "region index {i} beyond the item's {} regions",
-                c.regions.len()
-            )
-        })
+        c.regions
+            .get(i as usize)
+            .map(|r| r.clone().into_owned())
+            .ok_or_else(|| {
+                format!(
+                    "region index {i} beyond the item's {} regions",
+                    c.regions.len()
+                )
+            })
     };
     let dot = |(i, n): CDot| -> Result<Dot, String> { Ok(Dot::new(region(i)?, n)) };
     let hlc = |below: u64| -> Result<Hlc, String> {
@@ -165,20 +184,19 @@ fn from_compact(c: Compact) -> Result<ItemState, String> {
         .iter()
         .map(|d| dot(*d))
         .collect::<Result<BTreeSet<_>, String>>()?;
-    let siblings =
-        |v: &[(CDot, u64, Option<AttrValue>)]| -> Result<BTreeMap<Dot, Sibling>, String> {
-            v.iter()
-                .map(|(d, below, value)| {
-                    Ok((
-                        dot(*d)?,
-                        Sibling {
-                            hlc: hlc(*below)?,
-                            value: value.clone(),
-                        },
-                    ))
-                })
-                .collect()
-        };
+    let siblings = |v: &[CSibling<'_>]| -> Result<BTreeMap<Dot, Sibling>, String> {
+        v.iter()
+            .map(|(d, below, value)| {
+                Ok((
+                    dot(*d)?,
+                    Sibling {
+                        hlc: hlc(*below)?,
+                        value: value.as_ref().map(|v| v.clone().into_owned()),
+                    },
+                ))
+            })
+            .collect()
+    };
     let mut attrs = BTreeMap::new();
     for (name, a) in &c.attrs {
         let state = match a {
@@ -188,7 +206,7 @@ fn from_compact(c: Compact) -> Result<ItemState, String> {
                 v.iter()
                     .map(|(e, dots)| {
                         Ok((
-                            e.clone(),
+                            e.clone().into_owned(),
                             dots.iter()
                                 .map(|d| dot(*d))
                                 .collect::<Result<BTreeSet<_>, String>>()?,
@@ -208,7 +226,7 @@ fn from_compact(c: Compact) -> Result<ItemState, String> {
                 ]))
             }
         };
-        attrs.insert(name.clone(), state);
+        attrs.insert(name.clone().into_owned(), state);
     }
     Ok(ItemState::from_parts(ctx, alive, attrs))
 }
@@ -308,12 +326,13 @@ mod tests {
 
     #[test]
     fn a_bad_region_index_is_an_error_not_a_panic() {
-        let mut c = to_compact(&sample());
+        let state = sample();
+        let mut c = to_compact(&state);
         c.alive.push((99, 1));
         let bytes = postcard::to_allocvec(&c).expect("encode");
         let err = postcard::from_bytes::<ItemState>(&bytes).expect_err("must refuse");
         assert!(!err.to_string().is_empty());
-        let mut c = to_compact(&sample());
+        let mut c = to_compact(&state);
         if let Some((_, CAttr::Lww(v))) =
             c.attrs.iter_mut().find(|(_, a)| matches!(a, CAttr::Lww(_)))
         {

@@ -288,6 +288,14 @@ impl ItemState {
 
     /// Joins `other` into `self`: commutative, associative and idempotent.
     pub fn join(&mut self, other: &ItemState) {
+        // ⊥ ⊔ x = x: the common case of a new item skips the store-by-store
+        // walk (a stored or received state never holds an empty store, but
+        // a malformed one might, so check).
+        if self.is_bottom() && self.alive.is_empty() && other.attrs.values().all(|a| !a.is_bottom())
+        {
+            self.clone_from(other);
+            return;
+        }
         join_dot_set(&mut self.alive, &self.ctx, &other.alive, &other.ctx);
         for (name, theirs) in &other.attrs {
             match self.attrs.get_mut(name) {

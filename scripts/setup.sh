@@ -17,3 +17,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# rustfmt and clippy come with the machine's toolchain; say so clearly if not.
+for tool in fmt clippy; do
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    rustup component add "$( [ "$tool" = fmt ] && echo rustfmt || echo clippy )" >&2 ||
+      { echo "setup: cargo $tool is missing and could not be installed" >&2; exit 1; }
+  fi
+done

@@ -357,9 +357,11 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     ) -> Result<(), StoreError> {
         let touched: std::collections::BTreeSet<&ItemKey> =
             batch.entries.iter().map(|e| &e.key).collect();
+        // A bottom state (e.g. the delete of an item never seen) holds no
+        // information and, contexts only growing, never replaces a stored one.
         batch.items = states
             .into_iter()
-            .filter(|(k, _)| touched.contains(k))
+            .filter(|(k, s)| touched.contains(k) && !s.is_bottom())
             .collect();
         batch.applied = applied.clone();
         batch.hlc_mark = self.hlc.high_water();

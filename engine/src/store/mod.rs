@@ -36,6 +36,7 @@
 
 mod codec;
 pub mod conformance;
+mod digest;
 mod mem;
 mod rocks;
 
@@ -48,6 +49,7 @@ use crate::crdt::ItemState;
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 
+pub use digest::{ItemsDigest, digest_items};
 pub use mem::MemStore;
 
 /// The bytes one item occupies in a store: encoded key plus encoded value

@@ -71,8 +71,7 @@ fn remove_tag(attr: AttrName, elements: Vec<Scalar>) -> Op {
     Op::RemoveFromSet { attr, elements }
 }
 
-/// What one region's application wrote during the partition, and the item
-/// image it then saw locally (what Global Tables would replicate whole).
+/// What one region's application writes to one cart line.
 struct LocalWrite {
     region: usize,
     line: &'static str,

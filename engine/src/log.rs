@@ -182,15 +182,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         have: &VersionVector,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        let mut out = Vec::new();
-        for (origin, head) in self.applied.iter() {
-            if head > have.get(origin) {
-                out.extend(self.store.entries(origin, have.get(origin), limit)?);
-            }
-        }
-        out.sort_by_key(|e| (e.hlc, e.origin.clone(), e.seq));
-        out.truncate(limit);
-        Ok(out)
+        crate::store::entries_above(&self.store, &self.applied, have, limit)
     }
 
     /// Makes every committed batch durable (group commit).
@@ -320,6 +312,56 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             stopped,
             durable: self.store.durability() == Durability::Sync,
         })
+    }
+
+    /// Joins a chunk of a peer's state snapshot into the items (bootstrap
+    /// of a new or wiped node, or of one behind a peer's truncated log).
+    /// The applied vector does not move until [`Log::finish_snapshot`].
+    pub fn install_snapshot_items(
+        &mut self,
+        items: &[(ItemKey, ItemState)],
+    ) -> Result<(), StoreError> {
+        let mut states = self.load(items.iter().map(|(k, _)| k))?;
+        for (key, state) in items {
+            states.entry(key.clone()).or_default().join(state);
+        }
+        let batch = CommitBatch {
+            items: states.into_iter().filter(|(_, s)| !s.is_bottom()).collect(),
+            applied: self.applied.clone(),
+            hlc_mark: self.hlc.high_water(),
+            ..CommitBatch::default()
+        };
+        self.store.commit(&batch)
+    }
+
+    /// Ends a snapshot whose items reflect every entry up to `snapshot`:
+    /// the applied vector becomes the join of both. Origins that jumped
+    /// ahead have a hole in this log, so their log start moves to the
+    /// snapshot's seq (peers behind it get a snapshot from here in turn).
+    /// Returns the origins that jumped.
+    pub fn finish_snapshot(
+        &mut self,
+        snapshot: &VersionVector,
+    ) -> Result<VersionVector, StoreError> {
+        let jumped: VersionVector = snapshot
+            .iter()
+            .filter(|(o, s)| *s > self.applied.get(o))
+            .map(|(o, s)| (o.clone(), s))
+            .collect();
+        if jumped.is_empty() {
+            return Ok(jumped);
+        }
+        let mut applied = self.applied.clone();
+        applied.join(snapshot);
+        let batch = CommitBatch {
+            applied: applied.clone(),
+            hlc_mark: self.hlc.high_water(),
+            ..CommitBatch::default()
+        };
+        self.store.commit(&batch)?;
+        self.applied = applied;
+        self.store.truncate(&jumped)?;
+        Ok(jumped)
     }
 
     /// Removes the log prefix that every one of `peers` acknowledged and

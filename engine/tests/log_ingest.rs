@@ -472,3 +472,63 @@ fn converged_regions_have_equal_digests_whatever_the_order_and_store() {
     );
     assert_eq!(da.digest.len(), 64);
 }
+
+#[test]
+fn a_snapshot_brings_a_new_log_level_with_a_truncated_one() {
+    let open = |r: &str| {
+        Log::open(
+            MemStore::new(Durability::Sync),
+            config(r),
+            ManualClock::new(NOW),
+        )
+        .expect("open")
+    };
+    let mut a = open("a");
+    let mut b = open("b");
+    for i in 0..20 {
+        a.ingest(&[add(&format!("k{}", i % 5), 1)], vec![])
+            .expect("ingest");
+    }
+    // Everything acknowledged by the (only) peer and truncated.
+    a.store().set_acked(&region("c"), a.applied()).expect("ack");
+    a.truncate_acknowledged(&[region("c")]).expect("truncate");
+    assert_eq!(
+        a.store().log_start().expect("start").get(&region("a")),
+        Seq(20)
+    );
+
+    // b joins the snapshot in two chunks, then finishes it.
+    let head = a.applied().clone();
+    let items = a.store().scan_items(None, None, usize::MAX).expect("scan");
+    let (first, second) = items.split_at(2);
+    b.install_snapshot_items(first).expect("chunk 1");
+    assert_eq!(
+        b.applied(),
+        &VersionVector::new(),
+        "applied waits for the end"
+    );
+    b.install_snapshot_items(second).expect("chunk 2");
+    let jumped = b.finish_snapshot(&head).expect("finish");
+    assert_eq!(jumped.get(&region("a")), Seq(20));
+    assert_eq!(b.applied(), &head);
+    assert_eq!(
+        b.store().log_start().expect("start").get(&region("a")),
+        Seq(20)
+    );
+    for k in 0..5 {
+        assert_eq!(qty(&b, &format!("k{k}")), n(4), "k{k}");
+    }
+    let digest = |log: &Log<MemStore, ManualClock>| {
+        tributary_engine::store::digest_items(log.store(), 3).expect("digest")
+    };
+    assert_eq!(digest(&a), digest(&b));
+
+    // The log resumes: a's next entry applies on b without a gap, and
+    // finishing the same snapshot again changes nothing.
+    a.ingest(&[add("k0", 10)], vec![]).expect("ingest");
+    let next = a.entries(&region("a"), Seq(20), 10).expect("entries");
+    let report = b.apply_remote(&next).expect("apply");
+    assert_eq!((report.applied, report.stopped), (1, None));
+    assert_eq!(qty(&b, "k0"), n(14));
+    assert!(b.finish_snapshot(&head).expect("again").is_empty());
+}

@@ -253,3 +253,102 @@ pub trait LogStore: Send + Sync {
     /// Removes a dead letter; `false` if there was none with that id.
     fn remove_dead_letter(&self, id: DeadLetterId) -> Result<bool, StoreError>;
 }
+
+/// A shared store: the node's log writer owns the [`Log`](crate::log::Log)
+/// while readers (admin API, peer links, snapshots) read the same store
+/// through another handle, without waiting for the writer.
+impl<T: LogStore + ?Sized> LogStore for std::sync::Arc<T> {
+    fn durability(&self) -> Durability {
+        (**self).durability()
+    }
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
+    fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError> {
+        (**self).item(key)
+    }
+    fn items(&self, keys: &[ItemKey]) -> Result<Vec<Option<ItemState>>, StoreError> {
+        (**self).items(keys)
+    }
+    fn scan_items(
+        &self,
+        table: Option<&TableName>,
+        after: Option<&ItemKey>,
+        limit: usize,
+    ) -> Result<Vec<(ItemKey, ItemState)>, StoreError> {
+        (**self).scan_items(table, after, limit)
+    }
+    fn entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        (**self).entries(origin, after, limit)
+    }
+    fn applied(&self) -> Result<VersionVector, StoreError> {
+        (**self).applied()
+    }
+    fn log_start(&self) -> Result<VersionVector, StoreError> {
+        (**self).log_start()
+    }
+    fn truncate(&self, upto: &VersionVector) -> Result<(), StoreError> {
+        (**self).truncate(upto)
+    }
+    fn acked(&self, peer: &RegionId) -> Result<VersionVector, StoreError> {
+        (**self).acked(peer)
+    }
+    fn acked_all(&self) -> Result<BTreeMap<RegionId, VersionVector>, StoreError> {
+        (**self).acked_all()
+    }
+    fn set_acked(&self, peer: &RegionId, acked: &VersionVector) -> Result<(), StoreError> {
+        (**self).set_acked(peer, acked)
+    }
+    fn checkpoint(&self, source: &SourceId) -> Result<Option<Checkpoint>, StoreError> {
+        (**self).checkpoint(source)
+    }
+    fn checkpoints(&self) -> Result<Vec<(SourceId, Checkpoint)>, StoreError> {
+        (**self).checkpoints()
+    }
+    fn hlc_mark(&self) -> Result<Hlc, StoreError> {
+        (**self).hlc_mark()
+    }
+    fn put_dead_letter(&self, letter: &DeadLetter) -> Result<DeadLetterId, StoreError> {
+        (**self).put_dead_letter(letter)
+    }
+    fn dead_letters(
+        &self,
+        after: Option<DeadLetterId>,
+        limit: usize,
+    ) -> Result<Vec<(DeadLetterId, DeadLetter)>, StoreError> {
+        (**self).dead_letters(after, limit)
+    }
+    fn remove_dead_letter(&self, id: DeadLetterId) -> Result<bool, StoreError> {
+        (**self).remove_dead_letter(id)
+    }
+}
+
+/// Up to `limit` entries the holder of `have` lacks, from every origin of
+/// `head`, in HLC order — which respects causality, so a receiver can apply
+/// them in the order given (what a peer link ships). An origin whose next
+/// entry was truncated yields entries starting above the gap: the caller
+/// detects that from `log_start`.
+pub fn entries_above(
+    store: &impl LogStore,
+    head: &VersionVector,
+    have: &VersionVector,
+    limit: usize,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut out = Vec::new();
+    for (origin, h) in head.iter() {
+        if h > have.get(origin) {
+            out.extend(store.entries(origin, have.get(origin), limit)?);
+        }
+    }
+    out.sort_by_key(|e| (e.hlc, e.origin.clone(), e.seq));
+    out.truncate(limit);
+    Ok(out)
+}

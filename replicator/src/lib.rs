@@ -3,7 +3,9 @@
 //! demo; the node itself (sources, sinks, peer shipping over gRPC, admin API,
 //! metrics) arrives with the replicator issue.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod link;
+pub mod node;
 pub mod wire;

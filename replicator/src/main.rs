@@ -1,8 +1,11 @@
 //! `replicator`: the Tributary node binary.
 //!
 //! Exit codes scripts can rely on: 0 success; 2 the configuration is
-//! unusable (or the command line is wrong, as clap reports it), or `run`
-//! while the runtime is not built; 1 any other failure.
+//! unusable (or the command line is wrong, as clap reports it); 1 any other
+//! failure (e.g. the data directory cannot be opened, the port is taken).
+//!
+//! Logs go to stderr; `RUST_LOG` filters them (`info` by default, e.g.
+//! `RUST_LOG=debug` or `RUST_LOG=tributary_replicator=debug,warn`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,8 +35,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Runs the regional node. Not built yet: validates the configuration
-    /// and exits 2.
+    /// Runs the regional node until SIGTERM or SIGINT, then shuts down in
+    /// order (streams closed, queued commits flushed and fsynced).
     Run {
         /// The node's TOML configuration file.
         #[arg(long, value_name = "FILE")]
@@ -55,12 +58,10 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(EXIT_CONFIG),
         },
-        Command::Run { config } => {
-            if load(&config).is_some() {
-                eprintln!("run: the node runtime is not built yet (see the Replicator issue)");
-            }
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Command::Run { config } => match load(&config) {
+            Some(c) => run(c),
+            None => ExitCode::from(EXIT_CONFIG),
+        },
     }
 }
 
@@ -90,4 +91,60 @@ fn demo() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}
+
+fn run(config: NodeConfig) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let node = tributary_replicator::node::RunningNode::start(config).await?;
+        println!("listening on {}", node.listen());
+        if let Some(m) = node.metrics_listen() {
+            println!("metrics on http://{m}/metrics");
+        }
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

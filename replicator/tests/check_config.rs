@@ -80,17 +80,28 @@ fn a_missing_file_exits_2() {
 }
 
 #[test]
-fn run_validates_then_says_the_runtime_is_not_built() {
-    let (out, _, stderr) = replicator(&["run"], GOOD);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("run: the node runtime is not built yet (see the Replicator issue)"),
-        "{stderr}"
-    );
+fn run_refuses_an_unusable_configuration_with_exit_2() {
     let (out, _, stderr) = replicator(&["run"], "region = \"x\"\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("missing field"), "{stderr}");
-    assert!(!stderr.contains("not built yet"), "{stderr}");
+}
+
+#[test]
+fn run_fails_with_exit_1_when_the_data_dir_cannot_be_opened() {
+    // A usable configuration whose data_dir is a regular file: the store
+    // cannot open, the node says where and exits 1 (not a config error).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").expect("write file");
+    let config = GOOD
+        .replace(
+            "/var/lib/tributary/us-east-1",
+            blocker.to_str().expect("utf-8"),
+        )
+        .replace("127.0.0.1:7101", "127.0.0.1:0");
+    let (out, _, stderr) = replicator(&["run"], &config);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("opening the store in"), "{stderr}");
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 pub mod lag;
 pub mod outbound;
+pub mod retry;
 
 pub use lag::{LinkFacts, OriginLag, PeerLag, Rate, peer_lag};
 pub use outbound::{AckOutcome, Batch, BatchId, Outbound, OutboundLimits};
+pub use retry::{Backoff, CircuitBreaker, CircuitState};

@@ -30,6 +30,7 @@ mod ack;
 mod entry;
 mod error;
 mod handshake;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +38,7 @@ pub use ack::{AckStop, MAX_STOP_DETAIL_BYTES, WireAck};
 pub use entry::{batch_from_wire, batch_to_wire, entry_to_wire};
 pub use error::{EncodeError, WireError};
 pub use handshake::{Hello, Welcome};
+pub use snapshot::{SnapshotPart, snapshot_from_wire, snapshot_to_wire};
 
 /// The peer protocol version this build speaks (`Hello.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;

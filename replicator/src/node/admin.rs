@@ -1,0 +1,271 @@
+//! The admin gRPC service: what `replctl` talks to. Local writes enter here
+//! (the built-in source); everything else reads.
+//!
+//! Status codes: `INVALID_ARGUMENT` / `NOT_FOUND` for a request the node
+//! refuses (replctl exits 1), `RESOURCE_EXHAUSTED` when writes are
+//! throttled (retry later), `UNAVAILABLE` when the node is shutting down.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+use tributary_engine::ids::{RegionId, TableName, VersionVector};
+use tributary_engine::store::{DeadLetterId, LogStore, digest_items};
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::admin_server::Admin;
+
+use super::core::{Core, lock};
+use crate::admin::{item_document, key_from_json, parse_change};
+use crate::wire::ToWire;
+
+/// Lines per write request at most.
+pub const MAX_WRITE_LINES: usize = 10_000;
+
+/// The admin service of one node.
+pub struct AdminService {
+    core: Arc<Core>,
+}
+
+impl AdminService {
+    /// Serves `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String, Status> {
+    serde_json::to_string(v).map_err(internal)
+}
+
+fn vector(v: &VersionVector) -> pb::VersionVector {
+    v.to_wire()
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let lines = request.into_inner().changes_json;
+        if lines.len() > MAX_WRITE_LINES {
+            return Err(Status::invalid_argument(format!(
+                "{} changes in one request; send at most {MAX_WRITE_LINES}",
+                lines.len()
+            )));
+        }
+        let schemas = self.core.config.schemas().map_err(internal)?;
+        let parsed: Vec<Result<_, String>> = lines
+            .iter()
+            .map(|l| parse_change(l, &schemas).map_err(|e| e.0))
+            .collect();
+        let changes: Vec<_> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let mut outcomes = Vec::new().into_iter();
+        if !changes.is_empty() {
+            if let Some(why) = self.core.write_gate() {
+                return Err(Status::unavailable(why));
+            }
+            let permits = u32::try_from(changes.len()).unwrap_or(u32::MAX);
+            let _permit = self
+                .core
+                .write_permits
+                .try_acquire_many(permits)
+                .map_err(|_| {
+                    Status::resource_exhausted(
+                        "throttled: too many local writes waiting to commit; retry with backoff",
+                    )
+                })?;
+            let report = self
+                .core
+                .writer
+                .ingest(changes)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?
+                .map_err(|e| Status::unavailable(format!("the write was not committed: {e}")))?;
+            outcomes = report.outcomes.into_iter();
+        }
+        let region = self.core.region().as_str().to_owned();
+        let results = parsed
+            .into_iter()
+            .map(|p| {
+                let outcome = match p {
+                    Err(e) => Err(e),
+                    Ok(_) => match outcomes.next() {
+                        Some(Ok((seq, _))) => Ok(seq),
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err("internal: no outcome for this change".to_owned()),
+                    },
+                };
+                let result = match outcome {
+                    Ok(seq) => {
+                        self.core.metrics.writes.inc();
+                        pb::write_result::Result::Written(pb::Written {
+                            origin: region.clone(),
+                            seq: seq.0,
+                        })
+                    }
+                    Err(e) => {
+                        self.core.metrics.writes_rejected.inc();
+                        pb::write_result::Result::Error(e)
+                    }
+                };
+                pb::WriteResult {
+                    result: Some(result),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::WriteResponse { results }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let req = request.into_inner();
+        let schemas = self.core.config.schemas().map_err(internal)?;
+        let table = TableName::new(req.table.as_str())
+            .map_err(|e| Status::invalid_argument(format!("table {:?}: {e}", req.table)))?;
+        let schema = schemas
+            .get(&table)
+            .ok_or_else(|| Status::not_found(format!("unknown table {table}")))?;
+        let key_json: Value = serde_json::from_str(&req.key_json)
+            .map_err(|e| Status::invalid_argument(format!("key: not JSON: {e}")))?;
+        let key = key_from_json(schema, &key_json).map_err(Status::invalid_argument)?;
+        let state = self.core.store.item(&key).map_err(internal)?;
+        let doc = item_document(schema, &key, state.as_ref(), req.provenance);
+        Ok(Response::new(pb::GetResponse {
+            item_json: to_json(&doc)?,
+        }))
+    }
+
+    async fn lag(&self, _: Request<pb::LagRequest>) -> Result<Response<pb::LagResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let doc = tokio::task::spawn_blocking(move || core.lag())
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::LagResponse {
+            lag_json: to_json(&doc)?,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let core = Arc::clone(&self.core);
+        let doc = tokio::task::spawn_blocking(move || core.status())
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::StatusResponse {
+            status_json: to_json(&doc)?,
+        }))
+    }
+
+    async fn offsets(
+        &self,
+        _: Request<pb::OffsetsRequest>,
+    ) -> Result<Response<pb::OffsetsResponse>, Status> {
+        let store = &self.core.store;
+        let applied = self.core.head.borrow().clone();
+        let mut acked: std::collections::HashMap<String, pb::VersionVector> = store
+            .acked_all()
+            .map_err(internal)?
+            .into_iter()
+            .map(|(p, v)| (p.as_str().to_owned(), vector(&v)))
+            .collect();
+        // Live acknowledgements may be ahead of the persisted ones.
+        for (peer, link) in &self.core.links {
+            let v = lock(&link.state).outbound.acked().clone();
+            acked.insert(peer.as_str().to_owned(), vector(&v));
+        }
+        let checkpoints = store
+            .checkpoints()
+            .map_err(internal)?
+            .into_iter()
+            .map(|(s, c)| (s.as_str().to_owned(), c.0))
+            .collect();
+        Ok(Response::new(pb::OffsetsResponse {
+            applied: Some(vector(&applied)),
+            acked,
+            checkpoints,
+            log_start: Some(vector(&store.log_start().map_err(internal)?)),
+        }))
+    }
+
+    async fn digest(
+        &self,
+        _: Request<pb::DigestRequest>,
+    ) -> Result<Response<pb::DigestResponse>, Status> {
+        let store = Arc::clone(&self.core.store);
+        let d = tokio::task::spawn_blocking(move || digest_items(&store, 1000))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(pb::DigestResponse {
+            items: d.items,
+            digest: d.digest,
+        }))
+    }
+
+    async fn dead_letters(
+        &self,
+        request: Request<pb::DeadLettersRequest>,
+    ) -> Result<Response<pb::DeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let after = (req.after > 0).then_some(DeadLetterId(req.after));
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(10_000)
+        };
+        let letters = self
+            .core
+            .store
+            .dead_letters(after, usize::try_from(limit).unwrap_or(100))
+            .map_err(internal)?
+            .into_iter()
+            .map(|(id, l)| pb::DeadLetter {
+                id: id.0,
+                source: l.source.as_str().to_owned(),
+                offset: l.offset,
+                reason: l.reason,
+                raw: l.raw,
+                attempts: l.attempts,
+                at_millis: l.at_millis,
+            })
+            .collect();
+        Ok(Response::new(pb::DeadLettersResponse { letters }))
+    }
+
+    async fn set_peer_paused(
+        &self,
+        request: Request<pb::SetPeerPausedRequest>,
+    ) -> Result<Response<pb::SetPeerPausedResponse>, Status> {
+        let req = request.into_inner();
+        let peer = RegionId::new(req.peer.as_str())
+            .map_err(|e| Status::invalid_argument(format!("peer {:?}: {e}", req.peer)))?;
+        let link = self.core.links.get(&peer).ok_or_else(|| {
+            Status::not_found(format!(
+                "{peer} is not a peer of {}; peers: {}",
+                self.core.region(),
+                self.core
+                    .links
+                    .keys()
+                    .map(RegionId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        lock(&link.state).outbound.set_paused(req.paused);
+        link.wake.notify_one();
+        tracing::info!(peer = %peer, paused = req.paused, "link pause set by operator");
+        Ok(Response::new(pb::SetPeerPausedResponse {}))
+    }
+}

@@ -1,0 +1,303 @@
+//! The receiving side of shipping: the `Peer` gRPC service.
+//!
+//! A stream is accepted only from a configured peer of the same cluster
+//! speaking our protocol version; then each batch is validated (sizes,
+//! fields — see [`crate::wire`]), applied atomically by the writer, and acknowledged with the
+//! applied vector once durable. Refusals close the stream with a status
+//! whose message names the problem and the fix; the node keeps running.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use tributary_engine::ids::{Hlc, RegionId, VersionVector};
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::peer_server::Peer;
+use tributary_proto::v1::receiver_message::Body as ReceiverBody;
+use tributary_proto::v1::ship_message::Body as ShipBody;
+
+use super::core::{Core, InboundFacts, lock, now_millis};
+use crate::link::BatchId;
+use crate::wire::{
+    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_from_wire,
+    snapshot_from_wire,
+};
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ReceiverMessage, Status>> + Send>>;
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+/// The peer service of one node.
+pub struct PeerService {
+    core: Arc<Core>,
+}
+
+impl PeerService {
+    /// Serves `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    fn refuse(&self, reason: &'static str, status: Status) -> Status {
+        self.core
+            .metrics
+            .refused_streams
+            .with_label_values(&[reason])
+            .inc();
+        tracing::warn!(
+            reason,
+            message = status.message(),
+            "shipping stream refused"
+        );
+        status
+    }
+
+    /// Checks a hello: same cluster and protocol, a configured peer.
+    fn admit(&self, hello: &Hello) -> Result<(), Status> {
+        let cfg = &self.core.config;
+        if hello.cluster != cfg.cluster {
+            return Err(self.refuse(
+                "cluster",
+                Status::permission_denied(format!(
+                    "region {} belongs to cluster {:?} but this node ({}) is in cluster {:?}: peers of another cluster are refused",
+                    hello.region,
+                    hello.cluster.as_str(),
+                    cfg.region,
+                    cfg.cluster.as_str()
+                )),
+            ));
+        }
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(self.refuse(
+                "protocol",
+                Status::failed_precondition(format!(
+                    "protocol version {} is not spoken here (this node speaks {PROTOCOL_VERSION}); upgrade the older node",
+                    hello.protocol_version
+                )),
+            ));
+        }
+        if hello.region == cfg.region {
+            return Err(self.refuse(
+                "identity",
+                Status::permission_denied(format!(
+                    "the sender claims to be region {}, which is this node: two nodes share a region id",
+                    cfg.region
+                )),
+            ));
+        }
+        if !self.core.links.contains_key(&hello.region) {
+            return Err(self.refuse(
+                "unknown_peer",
+                Status::permission_denied(format!(
+                    "region {} is not a configured peer of {}: add a [[peers]] entry for it on both nodes",
+                    hello.region, cfg.region
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    fn note(&self, peer: &RegionId, f: impl FnOnce(&mut InboundFacts)) {
+        let mut inbound = lock(&self.core.inbound);
+        let facts = inbound.entry(peer.clone()).or_default();
+        facts.last_message_millis = Some(now_millis());
+        f(facts);
+    }
+
+    /// Serves one admitted stream until it ends or fails.
+    async fn serve(
+        self: Arc<Self>,
+        peer: RegionId,
+        mut messages: Streaming<pb::ShipMessage>,
+        acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
+    ) {
+        let max_entries = self.core.config.shipping.batch_max_entries;
+        let metrics = &self.core.metrics;
+        let peer_label = [peer.as_str()];
+        let result: Result<(), Status> = async {
+            while let Some(message) = messages.message().await? {
+                match message.body {
+                    Some(ShipBody::Batch(batch)) => {
+                        let batch = batch_from_wire(batch, max_entries).map_err(|e| {
+                            self.refuse("invalid_batch", Status::invalid_argument(e.to_string()))
+                        })?;
+                        self.note(&peer, |f| f.batches += 1);
+                        metrics
+                            .batches_received
+                            .with_label_values(&peer_label)
+                            .inc();
+                        let (report, applied) = self
+                            .core
+                            .writer
+                            .apply(batch.entries)
+                            .await
+                            .map_err(|e| Status::unavailable(e.to_string()))?
+                            .map_err(|e| Status::unavailable(format!("apply failed: {e}")))?;
+                        metrics
+                            .entries_applied
+                            .with_label_values(&peer_label)
+                            .inc_by(report.applied as u64);
+                        metrics
+                            .duplicates
+                            .with_label_values(&peer_label)
+                            .inc_by(report.duplicates as u64);
+                        self.core.log_moved();
+                        let stop = report.stopped.as_ref().map(AckStop::from);
+                        if let Some(stop) = &stop {
+                            let reason = match stop {
+                                AckStop::Gap { .. } => "gap",
+                                AckStop::MissingDeps { .. } => "missing_deps",
+                                AckStop::ClockSkew { .. } => "clock_skew",
+                            };
+                            metrics
+                                .apply_stops
+                                .with_label_values(&[peer.as_str(), reason])
+                                .inc();
+                            tracing::info!(?stop, "batch applied in part");
+                        }
+                        let ack = WireAck {
+                            batch_id: batch.id,
+                            applied,
+                            stop,
+                            hlc: Hlc::new(now_millis(), 0),
+                        };
+                        let msg = pb::ReceiverMessage {
+                            body: Some(ReceiverBody::Ack(ack.to_wire())),
+                        };
+                        if acks.send(Ok(msg)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(ShipBody::Snapshot(chunk)) => {
+                        let part = snapshot_from_wire(chunk, max_entries).map_err(|e| {
+                            self.refuse("invalid_snapshot", Status::invalid_argument(e.to_string()))
+                        })?;
+                        let done = part.done.is_some();
+                        let applied = self
+                            .core
+                            .writer
+                            .snapshot(part.items, part.done)
+                            .await
+                            .map_err(|e| Status::unavailable(e.to_string()))?
+                            .map_err(|e| {
+                                Status::unavailable(format!("snapshot install failed: {e}"))
+                            })?;
+                        if done {
+                            tracing::info!(applied = ?applied, "snapshot installed");
+                            self.core.log_moved();
+                            let ack = WireAck {
+                                batch_id: BatchId(0),
+                                applied,
+                                stop: None,
+                                hlc: Hlc::new(now_millis(), 0),
+                            };
+                            let msg = pb::ReceiverMessage {
+                                body: Some(ReceiverBody::Ack(ack.to_wire())),
+                            };
+                            if acks.send(Ok(msg)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Some(ShipBody::Heartbeat(hb)) => {
+                        let head = VersionVector::from_wire(hb.head.unwrap_or_default())
+                            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        self.core.peer_reports(&head);
+                        self.note(&peer, |f| {
+                            f.head = head;
+                            f.hlc = Hlc(hb.hlc);
+                        });
+                    }
+                    Some(ShipBody::Hello(_)) => {
+                        return Err(self.refuse(
+                            "protocol",
+                            Status::invalid_argument("a second hello on one stream"),
+                        ));
+                    }
+                    None => {
+                        return Err(self.refuse(
+                            "protocol",
+                            Status::invalid_argument("an empty message: body is missing"),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(status) = result {
+            tracing::info!(code = ?status.code(), message = status.message(), "inbound stream ended");
+            let _ = acks.send(Err(status)).await;
+        }
+        self.note(&peer, |f| f.connected = false);
+    }
+}
+
+/// `Arc` wrapper so the per-stream task can own the service.
+pub struct SharedPeerService(pub Arc<PeerService>);
+
+#[tonic::async_trait]
+impl Peer for SharedPeerService {
+    type ReplicateStream = AckStream;
+    type SnapshotStream = SnapshotStream;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<pb::ShipMessage>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let service = &self.0;
+        let mut messages = request.into_inner();
+        let first = messages
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
+        let Some(ShipBody::Hello(hello)) = first.body else {
+            return Err(service.refuse(
+                "protocol",
+                Status::invalid_argument("the first message of a shipping stream must be a hello"),
+            ));
+        };
+        let hello = Hello::from_wire(hello).map_err(|e| {
+            service.refuse("invalid_hello", Status::invalid_argument(e.to_string()))
+        })?;
+        service.admit(&hello)?;
+        let peer = hello.region.clone();
+        service.core.peer_reports(&hello.head);
+        service.note(&peer, |f| {
+            f.connected = true;
+            f.head = hello.head.clone();
+        });
+        let welcome = Welcome {
+            cluster: service.core.config.cluster.clone(),
+            region: service.core.region().clone(),
+            protocol_version: PROTOCOL_VERSION,
+            applied: service.core.head.borrow().clone(),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let _ = tx
+            .send(Ok(pb::ReceiverMessage {
+                body: Some(ReceiverBody::Welcome(welcome.to_wire())),
+            }))
+            .await;
+        tracing::info!(region = %service.core.region(), peer = %peer, "inbound stream accepted");
+        let span = tracing::info_span!("inbound", region = %service.core.region(), peer = %peer);
+        tokio::spawn(
+            Arc::clone(service)
+                .serve(peer, messages, tx)
+                .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "snapshots are pushed on the shipping stream when a peer needs one; pulling one is not served",
+        ))
+    }
+}

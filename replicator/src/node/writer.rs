@@ -1,0 +1,246 @@
+//! The log writer: one thread owns the [`Log`] and commits every local
+//! write and every received batch, in arrival order.
+//!
+//! Group commit: with `sync = "group"` the store writes without fsync and
+//! the writer makes everything it committed durable with one fsync after
+//! each round — a round being the jobs that queued while the previous
+//! fsync ran, plus those arriving within `group_commit_interval`. Replies
+//! (write results, acks) leave only after that fsync: nothing is
+//! acknowledged before it is durable. With `sync = "always"` each commit
+//! is its own fsync.
+//!
+//! After each round the new applied vector is published on the `head`
+//! watch, which wakes the peer links.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::sync::{oneshot, watch};
+use tributary_engine::change::{Change, LogEntry};
+use tributary_engine::clock::SystemClock;
+use tributary_engine::crdt::ItemState;
+use tributary_engine::ids::VersionVector;
+use tributary_engine::key::ItemKey;
+use tributary_engine::log::{ApplyReport, IngestReport, Log};
+use tributary_engine::store::{Durability, LogStore, RocksStore, StoreError};
+
+use super::metrics::Metrics;
+
+/// The node's log over its shared RocksDB store.
+pub type NodeLog = Log<Arc<RocksStore>, SystemClock>;
+
+/// A remote batch's result: the report and the applied vector after it.
+pub type Applied = (ApplyReport, VersionVector);
+
+/// Work for the writer.
+pub enum Job {
+    /// Local changes (the admin API's writes, later the sources').
+    Ingest {
+        /// The changes.
+        changes: Vec<Change>,
+        /// Where the outcome goes, once durable.
+        reply: oneshot::Sender<Result<IngestReport, StoreError>>,
+    },
+    /// A batch received from a peer.
+    Apply {
+        /// Its entries, validated.
+        entries: Vec<LogEntry>,
+        /// Where the outcome goes, once durable.
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
+    },
+    /// A chunk of a peer's snapshot; `done` on the last one.
+    Snapshot {
+        /// Item states to join.
+        items: Vec<(ItemKey, ItemState)>,
+        /// The vector the snapshot covers, on its last chunk.
+        done: Option<VersionVector>,
+        /// Where the applied vector goes, once durable.
+        reply: oneshot::Sender<Result<VersionVector, StoreError>>,
+    },
+}
+
+enum Reply {
+    Ingest(
+        oneshot::Sender<Result<IngestReport, StoreError>>,
+        Result<IngestReport, StoreError>,
+    ),
+    Apply(
+        oneshot::Sender<Result<Applied, StoreError>>,
+        Result<Applied, StoreError>,
+    ),
+    Snapshot(
+        oneshot::Sender<Result<VersionVector, StoreError>>,
+        Result<VersionVector, StoreError>,
+    ),
+}
+
+impl Reply {
+    /// Sends the result, or the sync failure instead of a success.
+    fn send(self, synced: &Result<(), StoreError>) {
+        match self {
+            Reply::Ingest(tx, r) => {
+                let _ = tx.send(synced.clone().and(r));
+            }
+            Reply::Apply(tx, r) => {
+                let _ = tx.send(synced.clone().and(r));
+            }
+            Reply::Snapshot(tx, r) => {
+                let _ = tx.send(synced.clone().and(r));
+            }
+        }
+    }
+}
+
+/// The handle the rest of the node submits jobs through.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: Sender<Job>,
+    metrics: Metrics,
+}
+
+/// The writer has stopped (node shutting down or storage failed).
+#[derive(Debug, thiserror::Error)]
+#[error("the log writer has stopped")]
+pub struct WriterStopped;
+
+impl Writer {
+    /// Starts the writer thread; it stops when every [`Writer`] is dropped,
+    /// after committing and syncing what was queued.
+    pub fn start(
+        log: NodeLog,
+        group_interval: Option<Duration>,
+        head: watch::Sender<VersionVector>,
+        metrics: Metrics,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        let m = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || run(log, &rx, group_interval, &head, &m))?;
+        Ok((Self { jobs, metrics }, thread))
+    }
+
+    /// Commits local changes; resolves once they are durable.
+    pub async fn ingest(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<Result<IngestReport, StoreError>, WriterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Ingest { changes, reply })?;
+        rx.await.map_err(|_| WriterStopped)
+    }
+
+    /// Applies a received batch; resolves once it is durable.
+    pub async fn apply(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> Result<Result<Applied, StoreError>, WriterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Apply { entries, reply })?;
+        rx.await.map_err(|_| WriterStopped)
+    }
+
+    /// Installs a snapshot chunk; resolves with the applied vector once
+    /// durable.
+    pub async fn snapshot(
+        &self,
+        items: Vec<(ItemKey, ItemState)>,
+        done: Option<VersionVector>,
+    ) -> Result<Result<VersionVector, StoreError>, WriterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Snapshot { items, done, reply })?;
+        rx.await.map_err(|_| WriterStopped)
+    }
+
+    fn submit(&self, job: Job) -> Result<(), WriterStopped> {
+        self.metrics.writer_queue.inc();
+        self.jobs.send(job).map_err(|_| WriterStopped)
+    }
+}
+
+/// Jobs per round at most, so replies are not held back indefinitely.
+const MAX_ROUND_JOBS: usize = 256;
+
+fn run(
+    mut log: NodeLog,
+    rx: &Receiver<Job>,
+    group_interval: Option<Duration>,
+    head: &watch::Sender<VersionVector>,
+    metrics: &Metrics,
+) {
+    let buffered = log.store().durability() == Durability::Buffered;
+    while let Ok(first) = rx.recv() {
+        let started = Instant::now();
+        let mut jobs = vec![first];
+        let deadline = started + group_interval.unwrap_or_default();
+        while jobs.len() < MAX_ROUND_JOBS {
+            let next = match rx.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) if buffered => {
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
+                Err(_) => Err(RecvTimeoutError::Timeout),
+            };
+            match next {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics
+            .writer_queue
+            .sub(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
+        let count = jobs.len();
+        let mut replies = Vec::with_capacity(count);
+        let mut applies = 0usize;
+        for job in jobs {
+            match job {
+                Job::Ingest { changes, reply } => {
+                    replies.push(Reply::Ingest(reply, log.ingest(&changes, Vec::new())));
+                }
+                Job::Apply { entries, reply } => {
+                    applies += 1;
+                    let r = log
+                        .apply_remote(&entries)
+                        .map(|rep| (rep, log.applied().clone()));
+                    replies.push(Reply::Apply(reply, r));
+                }
+                Job::Snapshot { items, done, reply } => {
+                    applies += 1;
+                    let r = log
+                        .install_snapshot_items(&items)
+                        .and_then(|()| match &done {
+                            Some(v) => log.finish_snapshot(v).map(|_| log.applied().clone()),
+                            None => Ok(log.applied().clone()),
+                        });
+                    replies.push(Reply::Snapshot(reply, r));
+                }
+            }
+        }
+        let synced = if buffered { log.sync() } else { Ok(()) };
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "fsync of the log failed; writes of this round are refused");
+        }
+        head.send_if_modified(|h| {
+            let moved = h != log.applied();
+            if moved {
+                *h = log.applied().clone();
+            }
+            moved
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics.group_commit_jobs.observe(count as f64);
+        if applies > 0 {
+            metrics.apply_seconds.observe(elapsed);
+        }
+        if applies < count {
+            metrics.write_seconds.observe(elapsed);
+        }
+        for r in replies {
+            r.send(&synced);
+        }
+    }
+    if let Err(e) = log.sync() {
+        tracing::error!(error = %e, "final fsync of the log failed");
+    }
+}

@@ -1,0 +1,382 @@
+//! A cluster of real `replicator` processes on loopback, driven through
+//! the real `replctl`: what the multi-process and chaos tests share.
+//!
+//! Every node gets its own temporary data dir, config file, free ports and
+//! a log file (its stderr), which [`Cluster`] prints when a wait fails.
+//! Waiting is always on state, with a deadline, reporting the last state
+//! seen ([`wait_for`]).
+//!
+//! The binaries are found beside the test executable's directory
+//! (`target/<profile>/`): `cargo test --workspace` builds both, since the
+//! replicator and tools packages have integration tests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a wait lasts before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A built binary of the workspace (`replicator`, `replctl`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the suite with `cargo test --workspace` (scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Ok(Some(_))` or `deadline` passes; on
+/// timeout panics with `what` and the last state `check` reported.
+pub fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<Option<T>, String>,
+) -> T {
+    let end = Instant::now() + deadline;
+    let mut last = String::from("(never checked)");
+    loop {
+        match check() {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(state) => last = state,
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}; last state: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One node: its files, ports and process.
+pub struct Node {
+    /// Its region id.
+    pub region: String,
+    /// Its gRPC port.
+    pub port: u16,
+    /// Its /metrics port.
+    pub metrics_port: u16,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// What `replctl` did.
+#[derive(Debug)]
+pub struct Ctl {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Ctl {
+    /// Stdout as one JSON document; panics with the output otherwise.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("replctl printed no JSON ({e}): {self:?}"))
+    }
+
+    /// Stdout as JSON lines.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+            .collect()
+    }
+}
+
+impl Node {
+    /// The admin URL (`--node`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// True while its process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Runs `replctl --node <this> ARGS` with `stdin`.
+    pub fn ctl(&self, args: &[&str], stdin: &str) -> Ctl {
+        let mut child = Command::new(binary("replctl"))
+            .arg("--node")
+            .arg(self.url())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn replctl");
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(stdin.as_bytes())
+                .expect("write replctl stdin");
+        }
+        let out: Output = child.wait_with_output().expect("run replctl");
+        Ctl {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `replctl write` of `lines`; panics unless every line was accepted.
+    /// Returns the `{"origin","seq"}` results.
+    pub fn write_ok(&self, lines: &[String]) -> Vec<Value> {
+        let out = self.ctl(&["write"], &(lines.join("\n") + "\n"));
+        assert_eq!(
+            out.code,
+            Some(0),
+            "replctl write on {}: {out:?}",
+            self.region
+        );
+        let results = out.json_lines();
+        assert_eq!(results.len(), lines.len(), "{out:?}");
+        results
+    }
+
+    /// `replctl digest --json`, or the failure as text.
+    pub fn digest(&self) -> Result<(u64, String), String> {
+        let out = self.ctl(&["digest", "--json"], "");
+        if out.code != Some(0) {
+            return Err(format!("{}: {}", self.region, out.stderr.trim()));
+        }
+        let v = out.json();
+        Ok((
+            v["items"].as_u64().unwrap_or_default(),
+            v["digest"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// `replctl lag --json`.
+    pub fn lag(&self) -> Result<Value, String> {
+        let out = self.ctl(&["lag", "--json"], "");
+        match out.code {
+            Some(0 | 1) => Ok(out.json()),
+            _ => Err(format!("{}: {}", self.region, out.stderr.trim())),
+        }
+    }
+
+    /// `replctl get TABLE KEY --json`.
+    pub fn get(&self, table: &str, key: &str) -> Value {
+        let out = self.ctl(&["get", table, key, "--json"], "");
+        assert_eq!(out.code, Some(0), "{out:?}");
+        out.json()
+    }
+
+    /// SIGKILLs the process (no shutdown, no flush).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs the process and waits for it to exit; returns its code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = i32::try_from(c.id()).expect("pid");
+        // SAFETY-free: kill(1) via the command line keeps `unsafe` out.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit after SIGTERM",
+                self.region
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The tail of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// Nodes, their links and their files.
+pub struct Cluster {
+    /// The nodes, in the order given.
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+/// The table every cluster test uses.
+pub const TABLES: &str = r#"
+[[tables]]
+name = "carts"
+partition_key = "pk"
+sort_key = "sk"
+counters = ["qty"]
+sets = ["tags"]
+multi = ["note"]
+"#;
+
+impl Cluster {
+    /// Writes the configs of `regions`, peered along `links` (pairs of
+    /// indexes, both directions), with `extra` TOML appended to each, and
+    /// starts every node.
+    pub fn start(regions: &[&str], links: &[(usize, usize)], extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16)> = regions.iter().map(|_| (free_port(), free_port())).collect();
+        let mut nodes = Vec::new();
+        for (i, region) in regions.iter().enumerate() {
+            let mut peers = String::new();
+            for &(a, b) in links {
+                let other = if a == i {
+                    b
+                } else if b == i {
+                    a
+                } else {
+                    continue;
+                };
+                peers.push_str(&format!(
+                    "[[peers]]\nregion = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\n",
+                    regions[other], ports[other].0
+                ));
+            }
+            let data_dir = dir.path().join(region);
+            let config = dir.path().join(format!("{region}.toml"));
+            let (port, metrics_port) = ports[i];
+            let text = format!(
+                "region = \"{region}\"\ncluster = \"test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{extra}\n{peers}{TABLES}",
+                data_dir.display()
+            );
+            std::fs::write(&config, text).expect("write config");
+            nodes.push(Node {
+                region: (*region).to_owned(),
+                port,
+                metrics_port,
+                config,
+                data_dir,
+                log: dir.path().join(format!("{region}.log")),
+                child: None,
+            });
+        }
+        let mut cluster = Self { nodes, dir };
+        for i in 0..regions.len() {
+            cluster.launch(i);
+        }
+        cluster
+    }
+
+    /// The temporary directory holding every node's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts node `i` and waits until it serves.
+    pub fn launch(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open node log");
+        let mut child = Command::new(binary("replicator"))
+            .args(["run", "--config"])
+            .arg(&node.config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn replicator");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        node.child = Some(child);
+        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "{} did not start; its log:\n{}",
+                node.region,
+                node.log_tail()
+            )
+        });
+        assert!(
+            line.starts_with("listening on"),
+            "{}: {line}\n{}",
+            node.region,
+            node.log_tail()
+        );
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    /// Waits until every running node reports the same digest over a
+    /// non-empty set of items; returns it.
+    pub fn wait_converged(&self, what: &str) -> (u64, String) {
+        wait_for(what, DEADLINE, || {
+            let digests: Vec<Result<(u64, String), String>> =
+                self.nodes.iter().map(Node::digest).collect();
+            let seen = format!("{digests:?}");
+            let first = digests[0].clone().map_err(|_| seen.clone())?;
+            if first.0 > 0 && digests.iter().all(|d| d.as_ref().ok() == Some(&first)) {
+                Ok(Some(first))
+            } else {
+                Err(seen)
+            }
+        })
+    }
+
+    /// Every node's log tail.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.region, n.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill9();
+        }
+    }
+}

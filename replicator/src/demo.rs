@@ -1,234 +1,306 @@
-//! The embedded demo: three regions, each an engine [`Log`] on its own
-//! RocksDB directory, make conflicting writes to a shopping cart during a
-//! partition, then exchange their logs and converge. Beside each merged item
-//! it prints what DynamoDB Global Tables' whole-item last-writer-wins would
-//! have kept, and what that loses.
+//! The embedded demo: three regions, each a real node (its own RocksDB in a
+//! temporary directory, gRPC on a loopback port, peer links to the other
+//! two), written to through the admin API. The regions make conflicting
+//! writes to a shopping cart during a partition (every link paused), then
+//! heal and converge. Beside each merged item it prints what DynamoDB
+//! Global Tables' whole-item last-writer-wins would have kept, and the
+//! cluster's replication lag as `replctl lag` reports it.
 //!
-//! Log entries travel between the regions in-process here; the gRPC
-//! shipping between separate nodes arrives with the replicator issue.
+//! With `serve`, the nodes keep running after the scenario and their
+//! `--node` URLs are printed, for `replctl`, until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use tributary_engine::change::{Change, Op};
-use tributary_engine::clock::SystemClock;
-use tributary_engine::crdt::AttrView;
-use tributary_engine::ids::{AttrName, RegionId, TableName};
-use tributary_engine::key::ItemKey;
-use tributary_engine::log::{Log, LogConfig};
-use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
-use tributary_engine::store::{Durability, RocksOptions, RocksStore};
-use tributary_engine::value::{AttrValue, Scalar};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::admin_client::AdminClient;
 
-type Region = Log<RocksStore, SystemClock>;
+use crate::config::NodeConfig;
+use crate::node::RunningNode;
 
 const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-south-1"];
 
-fn name(s: &str) -> Result<AttrName> {
-    AttrName::new(s).with_context(|| format!("attribute name {s}"))
-}
-
-fn schema() -> Result<TableSchema> {
-    let table = TableName::new("carts")?;
-    Ok(TableSchema::new(table, name("user")?, Some(name("line")?))?
-        .with_policy(name("qty")?, MergePolicy::Counter)?
-        .with_policy(name("tags")?, MergePolicy::Set)?)
-}
-
-fn key(line: &str) -> Result<ItemKey> {
-    Ok(ItemKey::new(
-        TableName::new("carts")?,
-        Scalar::S("alice".into()),
-        Some(Scalar::S(line.into())),
-    )?)
-}
-
-fn set(attr: &str, v: &str) -> Result<Op> {
-    Ok(Op::Set {
-        attr: name(attr)?,
-        value: AttrValue::S(v.into()),
-    })
-}
-
-fn add(attr: &str, amount: i128) -> Result<Op> {
-    Ok(Op::Add {
-        attr: name(attr)?,
-        amount,
-    })
-}
-
-fn tag(op: fn(AttrName, Vec<Scalar>) -> Op, t: &str) -> Result<Op> {
-    Ok(op(name("tags")?, vec![Scalar::S(t.into())]))
-}
-
-fn add_tag(attr: AttrName, elements: Vec<Scalar>) -> Op {
-    Op::AddToSet { attr, elements }
-}
-
-fn remove_tag(attr: AttrName, elements: Vec<Scalar>) -> Op {
-    Op::RemoveFromSet { attr, elements }
-}
+/// How long the demo waits for the regions to converge.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What one region's application writes to one cart line.
 struct LocalWrite {
     region: usize,
     line: &'static str,
-    ops: Vec<Op>,
+    change: Value,
 }
 
-fn write(regions: &mut [Region], w: &LocalWrite) -> Result<()> {
-    let change = Change {
-        key: key(w.line)?,
-        ops: w.ops.clone(),
-        source_millis: None,
-    };
-    let report = regions[w.region].ingest(&[change], Vec::new())?;
-    for outcome in report.outcomes {
-        outcome.context("demo write refused")?;
+fn change(line: &str, ops: Value) -> Value {
+    let mut c = json!({"table": "carts", "key": {"user": "alice", "line": line}});
+    if let (Some(obj), Value::Object(ops)) = (c.as_object_mut(), ops) {
+        obj.extend(ops);
+    }
+    c
+}
+
+/// One region of the demo: the node and an admin client of it.
+struct Region {
+    node: RunningNode,
+    admin: AdminClient<Channel>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn config(i: usize, ports: &[u16], dir: &std::path::Path) -> Result<NodeConfig> {
+    let mut text = format!(
+        "region = \"{}\"\ncluster = \"demo\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n",
+        REGIONS[i],
+        dir.display(),
+        ports[i]
+    );
+    for (j, r) in REGIONS.iter().enumerate() {
+        if j != i {
+            text.push_str(&format!(
+                "[[peers]]\nregion = \"{r}\"\nendpoint = \"http://127.0.0.1:{}\"\n",
+                ports[j]
+            ));
+        }
+    }
+    text.push_str(
+        "[[tables]]\nname = \"carts\"\npartition_key = \"user\"\nsort_key = \"line\"\ncounters = [\"qty\"]\nsets = [\"tags\"]\n",
+    );
+    Ok(NodeConfig::from_toml_str(&text)?)
+}
+
+impl Region {
+    async fn write(&mut self, change: &Value) -> Result<()> {
+        let resp = self
+            .admin
+            .write(pb::WriteRequest {
+                changes_json: vec![change.to_string()],
+            })
+            .await?
+            .into_inner();
+        for r in resp.results {
+            if let Some(pb::write_result::Result::Error(e)) = r.result {
+                bail!("demo write refused: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn item(&mut self, line: &str) -> Result<Value> {
+        let key = json!({"user": "alice", "line": line}).to_string();
+        let resp = self
+            .admin
+            .get(pb::GetRequest {
+                table: "carts".into(),
+                key_json: key,
+                provenance: false,
+            })
+            .await?
+            .into_inner();
+        Ok(serde_json::from_str(&resp.item_json)?)
+    }
+
+    async fn digest(&mut self) -> Result<(u64, String)> {
+        let d = self.admin.digest(pb::DigestRequest {}).await?.into_inner();
+        Ok((d.items, d.digest))
+    }
+
+    async fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let me = self.node.core().region().clone();
+        for peer in REGIONS.iter().filter(|r| **r != me.as_str()) {
+            self.admin
+                .set_peer_paused(pb::SetPeerPausedRequest {
+                    peer: (*peer).to_owned(),
+                    paused,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The visible attributes of an item, as plain JSON text per attribute.
+fn render(item: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if item["exists"] != json!(true) {
+        out.insert("(item)".into(), "deleted".into());
+        return out;
+    }
+    if let Some(attrs) = item["attributes"].as_object() {
+        for (k, v) in attrs {
+            out.insert(k.clone(), v.to_string());
+        }
+    }
+    out
+}
+
+/// Waits until every region reports the same digest and has no pending
+/// records for any peer.
+async fn converge(regions: &mut [Region]) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        let mut digests = Vec::new();
+        for r in regions.iter_mut() {
+            digests.push(r.digest().await?);
+        }
+        let pending: u64 = regions
+            .iter()
+            .flat_map(|r| r.node.core().lag().peers)
+            .map(|p| p.pending_records)
+            .sum();
+        if pending == 0 && digests.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the regions did not converge within {CONVERGE_DEADLINE:?}: digests {digests:?}, {pending} records pending"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every region accepts writes (a node started on an empty
+/// data dir waits for a peer before it writes; see the bootstrap gate).
+async fn writable(regions: &[Region]) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    while regions.iter().any(|r| r.node.core().write_gate().is_some()) {
+        if Instant::now() > deadline {
+            bail!("the regions did not reach each other within {CONVERGE_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
 
-/// Ships everything `from` has that `to` lacks, in HLC (hence causal)
-/// order, as a peer link would.
-fn ship(regions: &mut [Region], from: usize, to: usize) -> Result<usize> {
-    let have = regions[to].applied().clone();
-    let entries = regions[from].entries_above(&have, usize::MAX)?;
-    let report = regions[to].apply_remote(&entries)?;
-    Ok(report.applied)
-}
-
-fn heal(regions: &mut [Region]) -> Result<usize> {
-    let mut total = 0;
-    loop {
-        let mut moved = 0;
-        for from in 0..regions.len() {
-            for to in 0..regions.len() {
-                if from != to {
-                    moved += ship(regions, from, to)?;
-                }
-            }
-        }
-        if moved == 0 {
-            return Ok(total);
-        }
-        total += moved;
-    }
-}
-
-/// The visible attributes of an item, as plain JSON text.
-fn render(region: &Region, line: &str) -> Result<BTreeMap<String, String>> {
-    let state = region.item(&key(line)?)?.unwrap_or_default();
-    let mut out = BTreeMap::new();
-    match state.view() {
-        None => {
-            out.insert("(item)".into(), "deleted".into());
-        }
-        Some(attrs) => {
-            for (attr, view) in attrs {
-                let text = match view {
-                    AttrView::Value { value, .. } => value.to_plain_json().to_string(),
-                    AttrView::Siblings(s) => {
-                        let v: Vec<_> = s.iter().map(|(v, _)| v.to_plain_json()).collect();
-                        format!("siblings {}", serde_json::Value::Array(v))
-                    }
-                };
-                out.insert(attr.as_str().to_owned(), text);
-            }
+fn lag_table(out: &mut impl Write, regions: &[Region]) -> Result<()> {
+    writeln!(out, "replctl lag, per region:")?;
+    writeln!(
+        out,
+        "  {:<11} {:<11} {:>9} {:>7} {:>9} {:>10} {:>12}",
+        "REGION", "PEER", "CONNECTED", "PENDING", "OLDEST(s)", "LAST-ACK(s)", "RATE(/s)"
+    )?;
+    for r in regions {
+        let lag = r.node.core().lag();
+        for p in &lag.peers {
+            writeln!(
+                out,
+                "  {:<11} {:<11} {:>9} {:>7} {:>9.1} {:>10} {:>12.1}",
+                lag.region.as_str(),
+                p.peer.as_str(),
+                if p.connected { "yes" } else { "no" },
+                p.pending_records,
+                p.oldest_pending_seconds,
+                p.last_ack_seconds
+                    .map_or("-".to_owned(), |s| format!("{s:.1}")),
+                p.throughput_records_per_second
+            )?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Plays the scenario and prints it to `out`.
-pub fn run(out: &mut impl Write) -> Result<()> {
+/// Plays the scenario and prints it to `out`; with `serve`, keeps the
+/// nodes up afterwards until Ctrl-C.
+pub fn run(out: &mut impl Write, serve: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(play(out, serve))
+}
+
+async fn play(out: &mut impl Write, serve: bool) -> Result<()> {
     let dirs: Vec<tempfile::TempDir> = REGIONS
         .iter()
         .map(|_| tempfile::tempdir())
         .collect::<std::io::Result<_>>()?;
-    let schemas: Schemas = [schema()?].into_iter().collect();
-    let mut regions: Vec<Region> = Vec::new();
-    for (r, dir) in REGIONS.iter().zip(&dirs) {
-        let store = RocksStore::open(RocksOptions::new(dir.path(), Durability::Sync))?;
-        let config = LogConfig {
-            region: RegionId::new(*r)?,
-            schemas: schemas.clone(),
-            max_clock_skew: Duration::from_secs(30),
-        };
-        regions.push(Log::open(store, config, SystemClock)?);
+    let ports: Vec<u16> = REGIONS.iter().map(|_| free_port()).collect::<Result<_>>()?;
+    let mut regions = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let node = RunningNode::start(config(i, &ports, dir.path())?).await?;
+        let admin = AdminClient::connect(format!("http://{}", node.listen())).await?;
+        regions.push(Region { node, admin });
     }
+    writable(&regions).await?;
 
     writeln!(
         out,
-        "Tributary engine demo: three regions, one shopping cart (table carts, user alice)"
+        "Tributary demo: three regions, each a node with its own RocksDB and gRPC port"
+    )?;
+    for r in &regions {
+        writeln!(
+            out,
+            "  {:<11} http://{}",
+            r.node.core().region().as_str(),
+            r.node.listen()
+        )?;
+    }
+    writeln!(
+        out,
+        "One shopping cart (table carts, user alice). Policies: qty = counter, tags ="
     )?;
     writeln!(
         out,
-        "policies: qty = counter, tags = add-wins set, everything else last-writer-wins per attribute\n"
+        "add-wins set, everything else last-writer-wins per attribute.\n"
     )?;
 
     // Before the partition: us-east-1 creates two cart lines; all regions get them.
-    write(
-        &mut regions,
-        &LocalWrite {
-            region: 0,
-            line: "espresso",
-            ops: vec![
-                set("name", "Espresso beans")?,
-                add("qty", 1)?,
-                tag(add_tag, "gift")?,
-            ],
-        },
-    )?;
-    write(
-        &mut regions,
-        &LocalWrite {
-            region: 0,
-            line: "filters",
-            ops: vec![set("name", "Paper filters")?, add("qty", 2)?],
-        },
-    )?;
-    heal(&mut regions)?;
+    regions[0]
+        .write(&change(
+            "espresso",
+            json!({"set": {"name": "Espresso beans"}, "add": {"qty": 1}, "add_to_set": {"tags": ["gift"]}}),
+        ))
+        .await?;
+    regions[0]
+        .write(&change(
+            "filters",
+            json!({"set": {"name": "Paper filters"}, "add": {"qty": 2}}),
+        ))
+        .await?;
+    converge(&mut regions).await?;
     writeln!(
         out,
         "1. us-east-1 adds two cart lines; every region has them."
     )?;
 
-    // The partition: every region writes on its own.
+    // The partition: every link paused, every region writes on its own.
+    for r in &mut regions {
+        r.set_paused(true).await?;
+    }
     let partition_writes = [
         LocalWrite {
             region: 0,
             line: "espresso",
-            ops: vec![add("qty", 2)?, set("name", "Espresso beans 1kg")?],
+            change: json!({"add": {"qty": 2}, "set": {"name": "Espresso beans 1kg"}}),
         },
         LocalWrite {
             region: 1,
             line: "espresso",
-            ops: vec![
-                add("qty", 3)?,
-                tag(add_tag, "express")?,
-                set("price", "12.50")?,
-            ],
+            change: json!({"add": {"qty": 3}, "add_to_set": {"tags": ["express"]}, "set": {"price": "12.50"}}),
         },
         LocalWrite {
             region: 2,
             line: "espresso",
-            ops: vec![add("qty", 1)?, tag(remove_tag, "gift")?],
+            change: json!({"add": {"qty": 1}, "remove_from_set": {"tags": ["gift"]}}),
         },
         LocalWrite {
             region: 0,
             line: "filters",
-            ops: vec![Op::Delete],
+            change: json!({"delete": true}),
         },
         LocalWrite {
             region: 1,
             line: "filters",
-            ops: vec![add("qty", 5)?],
+            change: json!({"add": {"qty": 5}}),
         },
     ];
-    writeln!(out, "2. Partition. Concurrently:")?;
+    writeln!(out, "2. Partition (every link paused). Concurrently:")?;
     writeln!(
         out,
         "   us-east-1:  espresso qty +2, name := \"Espresso beans 1kg\";  filters DELETED"
@@ -239,28 +311,31 @@ pub fn run(out: &mut impl Write) -> Result<()> {
     )?;
     writeln!(out, "   ap-south-1: espresso qty +1, tags -= gift")?;
     // What whole-item last-writer-wins keeps: the image of the region that
-    // wrote last (here the order of the writes above; ties do not arise).
+    // wrote last (here the order of the writes above).
     let mut lww_image: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     for w in &partition_writes {
-        write(&mut regions, w)?;
-        lww_image.insert(w.line, render(&regions[w.region], w.line)?);
+        let region = &mut regions[w.region];
+        region.write(&change(w.line, w.change.clone())).await?;
+        lww_image.insert(w.line, render(&region.item(w.line).await?));
     }
-
-    let shipped = heal(&mut regions)?;
     writeln!(
         out,
         "   (whole-item last-writer-wins keeps the image of the region that wrote the line last)"
     )?;
+    for r in &mut regions {
+        r.set_paused(false).await?;
+    }
+    converge(&mut regions).await?;
     writeln!(
         out,
-        "3. Heal: the regions exchange {shipped} log entries (duplicates are no-ops).\n"
+        "3. Heal: links resumed; the regions exchange their log entries and converge.\n"
     )?;
 
     for line in ["espresso", "filters"] {
-        let merged: Vec<BTreeMap<String, String>> = regions
-            .iter()
-            .map(|r| render(r, line))
-            .collect::<Result<_>>()?;
+        let mut merged = Vec::new();
+        for r in &mut regions {
+            merged.push(render(&r.item(line).await?));
+        }
         let identical = merged.windows(2).all(|w| w[0] == w[1]);
         anyhow::ensure!(identical, "regions did not converge on {line}: {merged:?}");
         writeln!(
@@ -298,15 +373,25 @@ pub fn run(out: &mut impl Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "\"filters\" keeps that line alive with only the increment the delete did not see."
+        "\"filters\" keeps that line alive with only the increment the delete did not see.\n"
     )?;
-    for r in &regions {
-        writeln!(
-            out,
-            "{:<11} applied vector {:?}",
-            r.region().as_str(),
-            r.applied()
-        )?;
+    lag_table(out, &regions)?;
+
+    if serve {
+        writeln!(out, "\nServing until Ctrl-C. Try:")?;
+        for r in &regions {
+            writeln!(
+                out,
+                "  replctl --node http://{} lag      # {}",
+                r.node.listen(),
+                r.node.core().region().as_str()
+            )?;
+        }
+        out.flush()?;
+        tokio::signal::ctrl_c().await?;
+    }
+    for r in regions {
+        r.node.shutdown().await?;
     }
     Ok(())
 }

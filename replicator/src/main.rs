@@ -23,10 +23,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Plays a three-region shopping-cart scenario with conflicting writes
-    /// on the embedded engine (RocksDB in temporary directories) and shows
-    /// what merging keeps that last-writer-wins would lose.
-    Demo,
+    /// Starts three regions in this process (RocksDB in temporary
+    /// directories, gRPC on loopback), plays a shopping-cart scenario with
+    /// conflicting writes through the admin API, a partition and a heal,
+    /// and shows what merging keeps that last-writer-wins would lose.
+    Demo {
+        /// Keep the three nodes running afterwards (until Ctrl-C) and print
+        /// their `--node` URLs for replctl.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Reads and validates a node configuration, then prints what it means
     /// (every effective value, defaults included). Exits 2 listing every
     /// problem if the configuration is unusable.
@@ -49,7 +55,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Demo => demo(),
+        Command::Demo { serve } => demo(serve),
         Command::CheckConfig { config } => match load(&config) {
             Some(c) => {
                 println!("{}: valid\n", config.display());
@@ -76,8 +82,8 @@ fn load(path: &Path) -> Option<NodeConfig> {
     }
 }
 
-fn demo() -> ExitCode {
-    match tributary_replicator::demo::run(&mut std::io::stdout().lock()) {
+fn demo(serve: bool) -> ExitCode {
+    match tributary_replicator::demo::run(&mut std::io::stdout().lock(), serve) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed stdout (`replicator demo | head`) is not a failure.
         Err(e)

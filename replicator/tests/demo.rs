@@ -4,7 +4,7 @@
 #[test]
 fn the_demo_converges_and_shows_what_lww_loses() {
     let mut out = Vec::new();
-    tributary_replicator::demo::run(&mut out).expect("demo runs");
+    tributary_replicator::demo::run(&mut out, false).expect("demo runs");
     let text = String::from_utf8(out).expect("utf-8 output");
     assert_eq!(
         text.matches("all three regions identical: yes").count(),
@@ -23,6 +23,7 @@ fn the_demo_converges_and_shows_what_lww_loses() {
         Some(&"2"),
         "whole-item LWW keeps one region's count: {qty}"
     );
+    assert!(text.contains("replctl lag, per region:"), "{text}");
     assert!(
         text.contains("[\"express\"]"),
         "the concurrent tag add survives: {text}"

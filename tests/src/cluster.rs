@@ -68,6 +68,36 @@ pub fn wait_for<T>(
     }
 }
 
+/// Runs `replctl --node URL ARGS` with `stdin`.
+pub fn replctl(url: &str, args: &[&str], stdin: &str) -> Ctl {
+    let mut child = Command::new(binary("replctl"))
+        .arg("--node")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn replctl");
+    // Fed from a thread: replctl answers while it reads, and a large
+    // input must not fill both pipes.
+    let feeder = child.stdin.take().map(|mut input| {
+        let text = stdin.to_owned();
+        std::thread::spawn(move || {
+            let _ = input.write_all(text.as_bytes());
+        })
+    });
+    let out: Output = child.wait_with_output().expect("run replctl");
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    Ctl {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// One node: its files, ports and process.
 pub struct Node {
     /// Its region id.
@@ -128,26 +158,7 @@ impl Node {
 
     /// Runs `replctl --node <this> ARGS` with `stdin`.
     pub fn ctl(&self, args: &[&str], stdin: &str) -> Ctl {
-        let mut child = Command::new(binary("replctl"))
-            .arg("--node")
-            .arg(self.url())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn replctl");
-        if let Some(mut input) = child.stdin.take() {
-            input
-                .write_all(stdin.as_bytes())
-                .expect("write replctl stdin");
-        }
-        let out: Output = child.wait_with_output().expect("run replctl");
-        Ctl {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        replctl(&self.url(), args, stdin)
     }
 
     /// `replctl write` of `lines`; panics unless every line was accepted.
@@ -192,6 +203,65 @@ impl Node {
         let out = self.ctl(&["get", table, key, "--json"], "");
         assert_eq!(out.code, Some(0), "{out:?}");
         out.json()
+    }
+
+    /// A node whose config file is `text`, with files named `name` in
+    /// `dir` (not started; see [`Node::launch`]).
+    pub fn custom(dir: &Path, name: &str, region: &str, port: u16, text: &str) -> Self {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text).expect("write config");
+        Self {
+            region: region.to_owned(),
+            port,
+            metrics_port: 0,
+            config,
+            data_dir: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        }
+    }
+
+    /// Starts the process and waits until it serves.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let mut child = Command::new(binary("replicator"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn replicator");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        self.child = Some(child);
+        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "{} did not start; its log:\n{}",
+                self.region,
+                self.log_tail()
+            )
+        });
+        assert!(
+            line.starts_with("listening on"),
+            "{}: {line}\n{}",
+            self.region,
+            self.log_tail()
+        );
+    }
+
+    /// Removes its data dir (the node must not be running).
+    pub fn wipe(&mut self) {
+        assert!(!self.is_running(), "wipe {} while it runs", self.region);
+        std::fs::remove_dir_all(&self.data_dir).expect("wipe the data dir");
     }
 
     /// SIGKILLs the process (no shutdown, no flush).
@@ -306,40 +376,7 @@ impl Cluster {
 
     /// Starts node `i` and waits until it serves.
     pub fn launch(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .expect("open node log");
-        let mut child = Command::new(binary("replicator"))
-            .args(["run", "--config"])
-            .arg(&node.config)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn replicator");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        node.child = Some(child);
-        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
-            panic!(
-                "{} did not start; its log:\n{}",
-                node.region,
-                node.log_tail()
-            )
-        });
-        assert!(
-            line.starts_with("listening on"),
-            "{}: {line}\n{}",
-            node.region,
-            node.log_tail()
-        );
+        self.nodes[i].launch();
     }
 
     /// SIGKILLs node `i`.

@@ -135,3 +135,42 @@ fn pause_shows_pending_records_then_resume_drains_them() {
     assert_eq!(ok.code, Some(0), "{ok:?}");
     cluster.wait_converged("B to have A's writes");
 }
+
+#[test]
+fn a_region_keeps_writing_reading_and_reporting_lag_with_every_peer_down() {
+    let mut cluster = Cluster::start(&REGIONS, &MESH, "");
+    cluster.nodes[0].write_ok(&[line(
+        json!({"table":"carts","key":{"pk":"s","sk":"1"},"add":{"qty":1}}),
+    )]);
+    cluster.wait_converged("the first write to reach everyone");
+    cluster.kill9(1);
+    cluster.kill9(2);
+    let a = &cluster.nodes[0];
+    let lines: Vec<String> = (0..10)
+        .map(|_| line(json!({"table":"carts","key":{"pk":"s","sk":"1"},"add":{"qty":1}})))
+        .collect();
+    a.write_ok(&lines);
+    assert_eq!(
+        a.get("carts", r#"{"pk":"s","sk":"1"}"#)["attributes"]["qty"],
+        json!(11)
+    );
+    let lag = wait_for("both links to be reported down", DEADLINE, || {
+        let lag = a.lag()?;
+        let down = ["eu-west-1", "ap-south-1"].iter().all(|p| {
+            peer(&lag, p).is_some_and(|p| {
+                p["connected"] == json!(false) && p["pending_records"] == json!(10)
+            })
+        });
+        if down {
+            Ok(Some(lag))
+        } else {
+            Err(lag.to_string())
+        }
+    });
+    let status = a.ctl(&["status", "--json"], "").json();
+    assert_eq!(status["applied"]["us-east-1"], json!(11), "{status} {lag}");
+    // The peers come back and catch up.
+    cluster.launch(1);
+    cluster.launch(2);
+    cluster.wait_converged("the peers to catch up");
+}

@@ -118,7 +118,15 @@ impl PeerService {
         let metrics = &self.core.metrics;
         let peer_label = [peer.as_str()];
         let result: Result<(), Status> = async {
-            while let Some(message) = messages.message().await? {
+            let mut shutdown = self.core.shutdown.clone();
+            loop {
+                // A shutting-down node ends its inbound streams, so the
+                // server's graceful stop does not wait on peers.
+                let next = tokio::select! {
+                    m = messages.message() => m?,
+                    _ = shutdown.wait_for(|s| *s) => None,
+                };
+                let Some(message) = next else { break };
                 match message.body {
                     Some(ShipBody::Batch(batch)) => {
                         let batch = batch_from_wire(batch, max_entries).map_err(|e| {

@@ -37,12 +37,19 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback, below Linux's ephemeral range (32768+):
+/// a port from that range could be taken by some outgoing connection
+/// between the check and a node's (re)start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1")
 }
 
 /// Polls `check` until it returns `Ok(Some(_))` or `deadline` passes; on
@@ -264,6 +271,18 @@ impl Node {
         std::fs::remove_dir_all(&self.data_dir).expect("wipe the data dir");
     }
 
+    /// The Prometheus text of its `/metrics` endpoint.
+    pub fn metrics(&self) -> String {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("connect to /metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("request /metrics");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        text
+    }
+
     /// SIGKILLs the process (no shutdown, no flush).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -366,6 +385,22 @@ impl Cluster {
         for i in 0..regions.len() {
             cluster.launch(i);
         }
+        // Nodes that start empty open local writes once every peer has
+        // told them how far their own origin went (the bootstrap gate).
+        for node in &cluster.nodes {
+            wait_for("the node to open local writes", DEADLINE, || {
+                let out = node.ctl(&["status", "--json"], "");
+                if out.code != Some(0) {
+                    return Err(out.stderr);
+                }
+                let status = out.json();
+                if status["bootstrapping"] == Value::Bool(false) {
+                    Ok(Some(()))
+                } else {
+                    Err(status.to_string())
+                }
+            });
+        }
         cluster
     }
 
@@ -398,6 +433,30 @@ impl Cluster {
                 Err(seen)
             }
         })
+    }
+
+    /// Waits until no node has records pending for any peer (every
+    /// entry acknowledged everywhere).
+    pub fn wait_drained(&self, what: &str) {
+        wait_for(what, DEADLINE, || {
+            let mut seen = Vec::new();
+            for node in &self.nodes {
+                let lag = node.lag()?;
+                let pending: u64 = lag["peers"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter_map(|p| p["pending_records"].as_u64())
+                            .sum()
+                    })
+                    .unwrap_or(u64::MAX);
+                seen.push(format!("{}: {pending}", node.region));
+                if pending != 0 {
+                    return Err(seen.join(", "));
+                }
+            }
+            Ok(Some(()))
+        });
     }
 
     /// Every node's log tail.

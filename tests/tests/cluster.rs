@@ -143,6 +143,7 @@ fn a_region_keeps_writing_reading_and_reporting_lag_with_every_peer_down() {
         json!({"table":"carts","key":{"pk":"s","sk":"1"},"add":{"qty":1}}),
     )]);
     cluster.wait_converged("the first write to reach everyone");
+    cluster.wait_drained("every ack to arrive");
     cluster.kill9(1);
     cluster.kill9(2);
     let a = &cluster.nodes[0];

@@ -3,20 +3,8 @@
 //! peer that is not configured. Each gets a clear error, nothing good is
 //! lost, the node keeps running.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use serde_json::json;
 use tributary_tests::cluster::{Cluster, DEADLINE, Node, free_port, wait_for};
-
-fn metrics(node: &Node) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", node.metrics_port)).expect("connect /metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    text
-}
 
 #[test]
 fn bad_change_lines_get_clear_errors_and_the_good_ones_are_written() {
@@ -78,7 +66,7 @@ fn bad_change_lines_get_clear_errors_and_the_good_ones_are_written() {
     );
     let item = node.get("carts", r#"{"pk":"a","sk":"1"}"#);
     assert_eq!(item["attributes"], json!({"name":"ok","qty":7}), "{item}");
-    let text = metrics(node);
+    let text = node.metrics();
     assert!(text.contains("tributary_writes_rejected_total 6"), "{text}");
 }
 
@@ -125,7 +113,7 @@ fn peers_of_another_cluster_or_not_configured_are_refused_with_the_reason() {
     // sa-east-1 is nobody's peer.
     let mut unknown = rogue("sa-east-1", "test");
     expect_refusal(&unknown, "not a configured peer");
-    let text = metrics(a);
+    let text = a.metrics();
     assert!(
         text.contains("tributary_refused_streams_total{reason=\"cluster\"}"),
         "{text}"

@@ -77,15 +77,18 @@ pub struct InboundFacts {
 /// dir with peers configured may be a wiped node whose region's entries
 /// live on at its peers; writing before it knows how far its own origin's
 /// log went would reuse sequence numbers (and peers would drop those writes
-/// as duplicates). It waits until a peer reports its view of this origin
-/// (hello, heartbeat or welcome) and the log has caught up with it — by
-/// shipping or a snapshot.
+/// as duplicates). It waits until every configured peer has reported its
+/// view of this origin (hello, heartbeat or welcome) and the log has caught
+/// up with the highest — by shipping or a snapshot. Every peer, because one
+/// peer may hold fewer of this region's entries than another.
 #[derive(Debug, Clone, Default)]
 pub struct Bootstrap {
     /// True until it is safe to write.
     pub waiting: bool,
     /// The highest seq of this origin a peer reported.
     pub own_head: Option<Seq>,
+    /// The peers that reported.
+    pub reported: std::collections::BTreeSet<RegionId>,
 }
 
 /// The shared state of a running node.
@@ -139,11 +142,12 @@ impl Core {
 
     /// A peer reports `head` (its applied vector): if this node is waiting
     /// to bootstrap, learn how far this region's own log went.
-    pub fn peer_reports(&self, head: &VersionVector) {
+    pub fn peer_reports(&self, peer: &RegionId, head: &VersionVector) {
         let mut b = lock(&self.bootstrap);
         if !b.waiting {
             return;
         }
+        b.reported.insert(peer.clone());
         let own = head.get(self.region());
         b.own_head = Some(b.own_head.map_or(own, |h| h.max(own)));
         self.check_bootstrapped(&mut b);
@@ -159,7 +163,8 @@ impl Core {
 
     fn check_bootstrapped(&self, b: &mut Bootstrap) {
         let have = self.head.borrow().get(self.region());
-        if b.own_head.is_some_and(|h| h <= have) {
+        let all = self.links.keys().all(|p| b.reported.contains(p));
+        if all && b.own_head.is_some_and(|h| h <= have) {
             b.waiting = false;
             tracing::info!(region = %self.region(), own_seq = have.0, "bootstrapped: local writes open");
         }
@@ -168,11 +173,20 @@ impl Core {
     /// Why local writes must wait, if they must.
     pub fn write_gate(&self) -> Option<String> {
         let b = lock(&self.bootstrap);
+        let missing: Vec<&str> = self
+            .links
+            .keys()
+            .filter(|p| !b.reported.contains(*p))
+            .map(RegionId::as_str)
+            .collect();
         b.waiting.then(|| match b.own_head {
-            None => format!(
-                "{} started on an empty data dir and is waiting for a peer to report how far region {}'s log went (a wiped node must not reuse sequence numbers); local writes open once a peer is reached",
-                self.region(), self.region()
+            _ if !missing.is_empty() => format!(
+                "{} started on an empty data dir and waits for every peer to report how far region {}'s log went (a wiped node must not reuse sequence numbers); not heard from yet: {}",
+                self.region(),
+                self.region(),
+                missing.join(", ")
             ),
+            None => "bootstrapping".to_owned(),
             Some(h) => format!(
                 "{} is catching up with its own region's log from its peers (seq {} of {}); local writes open once it has",
                 self.region(), self.head.borrow().get(self.region()), h

@@ -213,7 +213,7 @@ impl PeerService {
                     Some(ShipBody::Heartbeat(hb)) => {
                         let head = VersionVector::from_wire(hb.head.unwrap_or_default())
                             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                        self.core.peer_reports(&head);
+                        self.core.peer_reports(&peer, &head);
                         self.note(&peer, |f| {
                             f.head = head;
                             f.hlc = Hlc(hb.hlc);
@@ -273,7 +273,7 @@ impl Peer for SharedPeerService {
         })?;
         service.admit(&hello)?;
         let peer = hello.region.clone();
-        service.core.peer_reports(&hello.head);
+        service.core.peer_reports(&hello.region, &hello.head);
         service.note(&peer, |f| {
             f.connected = true;
             f.head = hello.head.clone();

@@ -136,7 +136,7 @@ impl RunningNode {
             shutdown: shutdown_rx,
             bootstrap: Mutex::new(self::core::Bootstrap {
                 waiting: fresh,
-                own_head: None,
+                ..Default::default()
             }),
             config,
         });

@@ -143,7 +143,7 @@ async fn connect_and_ship(
             core.config.cluster.as_str()
         );
     }
-    core.peer_reports(&welcome.applied);
+    core.peer_reports(peer, &welcome.applied);
     let mut peer_applied = welcome.applied.clone();
     let log_start = core.store.log_start()?;
     if log_start.iter().any(|(o, s)| peer_applied.get(o) < s) {

@@ -532,3 +532,26 @@ fn a_snapshot_brings_a_new_log_level_with_a_truncated_one() {
     assert_eq!(qty(&b, "k0"), n(14));
     assert!(b.finish_snapshot(&head).expect("again").is_empty());
 }
+
+#[test]
+fn entries_above_never_ships_beyond_the_durable_head() {
+    let mut log = Log::open(
+        MemStore::new(Durability::Buffered),
+        config("a"),
+        ManualClock::new(NOW),
+    )
+    .expect("open");
+    for i in 0..5 {
+        log.ingest(&[add(&format!("k{i}"), 1)], vec![])
+            .expect("ingest");
+    }
+    // Only seq 3 is known durable (published); 4 and 5 are committed but
+    // could still be lost by a crash.
+    let mut durable = VersionVector::new();
+    durable.set(region("a"), Seq(3));
+    let shipped =
+        tributary_engine::store::entries_above(log.store(), &durable, &VersionVector::new(), 100)
+            .expect("entries");
+    let seqs: Vec<u64> = shipped.iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}

@@ -332,7 +332,7 @@ impl<T: LogStore + ?Sized> LogStore for std::sync::Arc<T> {
 }
 
 /// Up to `limit` entries the holder of `have` lacks, from every origin of
-/// `head`, in HLC order — which respects causality, so a receiver can apply
+/// `head` and not beyond it (a durable applied vector), in HLC order — which respects causality, so a receiver can apply
 /// them in the order given (what a peer link ships). An origin whose next
 /// entry was truncated yields entries starting above the gap: the caller
 /// detects that from `log_start`.
@@ -345,7 +345,15 @@ pub fn entries_above(
     let mut out = Vec::new();
     for (origin, h) in head.iter() {
         if h > have.get(origin) {
-            out.extend(store.entries(origin, have.get(origin), limit)?);
+            // Never beyond `head`: the store may hold commits that are not
+            // durable yet (group commit); shipping one that a crash then
+            // loses would let the origin reuse its seq for another change.
+            out.extend(
+                store
+                    .entries(origin, have.get(origin), limit)?
+                    .into_iter()
+                    .take_while(|e| e.seq <= h),
+            );
         }
     }
     out.sort_by_key(|e| (e.hlc, e.origin.clone(), e.seq));

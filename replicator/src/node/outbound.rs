@@ -237,9 +237,15 @@ async fn send_snapshot(core: &Arc<Core>, tx: &mpsc::Sender<pb::ShipMessage>) -> 
     loop {
         let store = Arc::clone(&core.store);
         let from = after.clone();
-        let items =
-            tokio::task::spawn_blocking(move || store.scan_items(None, from.as_ref(), page))
-                .await??;
+        // Items may hold effects of commits not fsynced yet (group commit):
+        // fsync before sending, so nothing shipped can be lost by a crash
+        // here and its dots reused for another change.
+        let items = tokio::task::spawn_blocking(move || {
+            let items = store.scan_items(None, from.as_ref(), page)?;
+            store.sync()?;
+            Ok::<_, tributary_engine::store::StoreError>(items)
+        })
+        .await??;
         let last = items.len() < page;
         after = items.last().map(|(k, _)| k.clone());
         // Split the page by bytes too.

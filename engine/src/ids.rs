@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,12 +36,15 @@ pub enum IdError {
     },
 }
 
+/// Names are immutable and cloned constantly (every dot, vector and log
+/// entry holds a region id): a shared `Arc<str>` makes a clone a reference
+/// count instead of an allocation.
 macro_rules! name_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $pred:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps a name.
@@ -53,7 +57,7 @@ macro_rules! name_newtype {
                 if !value.chars().all(pred) {
                     return Err(IdError::Charset { kind: $kind, value, allowed: $allowed });
                 }
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
             }
 
             /// The name as a string slice.
@@ -71,7 +75,7 @@ macro_rules! name_newtype {
 
         impl From<$name> for String {
             fn from(value: $name) -> String {
-                value.0
+                value.0.as_ref().to_owned()
             }
         }
 

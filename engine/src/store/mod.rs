@@ -59,6 +59,15 @@ pub fn encoded_item_len(key: &ItemKey, state: &ItemState) -> usize {
 }
 pub use rocks::{RocksOptions, RocksStore, StoreSizes};
 
+/// The stored key and value of a log entry, exactly as the stores write
+/// them (for benchmarks that compare against raw puts of the same bytes).
+pub fn encode_log_record(entry: &LogEntry) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    Ok((
+        codec::log_key(&entry.origin, entry.seq),
+        codec::encode_entry(entry)?,
+    ))
+}
+
 /// Encodes an item state for the wire (a log entry's delta, a snapshot
 /// item): the same versioned envelope the stores write,
 /// `[format version][postcard][crc32]`, so a peer running this build or a

@@ -291,6 +291,24 @@ impl Node {
         }
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (a `kill -s` name: `STOP`, `CONT`, ...) to the
+    /// process, through kill(1) to keep `unsafe` out; false if it is not
+    /// running or kill failed.
+    pub fn signal(&self, signal: &str) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// SIGTERMs the process and waits for it to exit; returns its code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
@@ -345,6 +363,18 @@ impl Cluster {
     /// indexes, both directions), with `extra` TOML appended to each, and
     /// starts every node.
     pub fn start(regions: &[&str], links: &[(usize, usize)], extra: &str) -> Self {
+        Self::start_with(regions, links, extra, |_, _, port| port)
+    }
+
+    /// [`Cluster::start`], with node `from`'s peer endpoint for node `to`
+    /// on the port `endpoint(from, to, to's gRPC port)` returns — a fault
+    /// proxy's, for the chaos tests. The admin API stays direct.
+    pub fn start_with(
+        regions: &[&str],
+        links: &[(usize, usize)],
+        extra: &str,
+        mut endpoint: impl FnMut(usize, usize, u16) -> u16,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> = regions.iter().map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::new();
@@ -360,7 +390,8 @@ impl Cluster {
                 };
                 peers.push_str(&format!(
                     "[[peers]]\nregion = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\n",
-                    regions[other], ports[other].0
+                    regions[other],
+                    endpoint(i, other, ports[other].0)
                 ));
             }
             let data_dir = dir.path().join(region);

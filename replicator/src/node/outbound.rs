@@ -299,8 +299,19 @@ async fn fill_window(
                 .pack(entries, |e| entry_to_wire(e).map_or(0, |w| w.encoded_len()))
         };
         let Some(batch) = batch else {
-            // Nothing contiguous to send: the peer needs entries this log
-            // no longer has (truncated). Wait for the next event.
+            // Nothing contiguous to send although the peer lacks entries:
+            // this log no longer has the next ones — truncated, or skipped
+            // by a snapshot this node installed while the link was up. Only
+            // a snapshot can bring the peer up; it is sent on connect, so
+            // start over.
+            let start = core.store.log_start()?;
+            let sent = lock(&link.state).outbound.sent().clone();
+            if let Some((origin, first)) = start.iter().find(|(o, s)| sent.get(o) < *s) {
+                bail!(
+                    "the peer needs entries of {origin} from seq {} but this log starts after {first}: reconnecting to send a snapshot",
+                    sent.get(origin).next()
+                );
+            }
             return Ok(());
         };
         let wire = batch_to_wire(&batch)?;

@@ -203,6 +203,10 @@ impl Outbound {
         let before = self.acked.clone();
         self.acked.join(applied);
         let newly_acked = self.acked.records_ahead_of(&before);
+        // What the peer has — also from other peers (relaying) — needs no
+        // sending: without this, every entry reached a peer once per path
+        // (two thirds of what receivers got were duplicates).
+        self.sent.join(&self.acked);
         let covered = self
             .in_flight
             .iter()
@@ -278,6 +282,23 @@ mod tests {
             "the handshake is an ack"
         );
         assert_eq!(o.want(&head), Some((vv(&[("a", 2), ("b", 7)]), 2)));
+    }
+
+    #[test]
+    fn what_the_peer_got_from_others_is_not_sent_again() {
+        let mut o = Outbound::new(r("b"), limits(), VersionVector::new());
+        o.on_connected(&VersionVector::new());
+        let read = |from: u64| (from..=6).map(|s| e("c", s, s)).collect::<Vec<_>>();
+        let b1 = o.pack(read(1), |_| 10).expect("batch");
+        // The peer acks batch 1 with entries up to 5 it got from another
+        // peer meanwhile: only 6 remains to send.
+        o.on_ack(b1.id, &vv(&[("c", 5)]));
+        assert_eq!(o.sent(), &vv(&[("c", 5)]));
+        assert_eq!(o.want(&vv(&[("c", 6)])), Some((vv(&[("c", 5)]), 2)));
+        let b2 = o.pack(read(6), |_| 10).expect("batch");
+        assert_eq!(b2.entries.iter().map(|e| e.seq.0).collect::<Vec<_>>(), [6]);
+        o.on_ack(b2.id, &vv(&[("c", 6)]));
+        assert_eq!(o.want(&vv(&[("c", 6)])), None, "up to date");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,11 +21,13 @@ use tributary_proto::v1::receiver_message::Body as ReceiverBody;
 use tributary_proto::v1::ship_message::Body as ShipBody;
 
 use super::core::{Core, InboundFacts, lock, now_millis};
+use super::writer::Applied;
 use crate::link::BatchId;
 use crate::wire::{
     AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_from_wire,
     snapshot_from_wire,
 };
+use tributary_engine::store::StoreError;
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ReceiverMessage, Status>> + Send>>;
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
@@ -107,6 +109,60 @@ impl PeerService {
         f(facts);
     }
 
+    /// Awaits the batches submitted on one stream, in order, and acks
+    /// each once durable; a failed apply ends the stream.
+    async fn ack_in_order(
+        self: Arc<Self>,
+        peer: RegionId,
+        mut queued: mpsc::Receiver<(BatchId, oneshot::Receiver<Result<Applied, StoreError>>)>,
+        acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
+    ) {
+        let metrics = &self.core.metrics;
+        let peer_label = [peer.as_str()];
+        while let Some((id, applied)) = queued.recv().await {
+            let (report, applied) = match applied.await {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    let _ = acks
+                        .send(Err(Status::unavailable(format!("apply failed: {e}"))))
+                        .await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = acks
+                        .send(Err(Status::unavailable("the log writer has stopped")))
+                        .await;
+                    return;
+                }
+            };
+            metrics
+                .entries_applied
+                .with_label_values(&peer_label)
+                .inc_by(report.applied as u64);
+            metrics
+                .duplicates
+                .with_label_values(&peer_label)
+                .inc_by(report.duplicates as u64);
+            self.core.log_moved();
+            let stop = report.stopped.as_ref().map(AckStop::from);
+            if let Some(stop) = &stop {
+                let reason = match stop {
+                    AckStop::Gap { .. } => "gap",
+                    AckStop::MissingDeps { .. } => "missing_deps",
+                    AckStop::ClockSkew { .. } => "clock_skew",
+                };
+                metrics
+                    .apply_stops
+                    .with_label_values(&[peer.as_str(), reason])
+                    .inc();
+                tracing::info!(?stop, "batch applied in part");
+            }
+            if acks.send(Ok(ack(id, applied, stop))).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Serves one admitted stream until it ends or fails.
     async fn serve(
         self: Arc<Self>,
@@ -117,6 +173,9 @@ impl PeerService {
         let max_entries = self.core.config.shipping.batch_max_entries;
         let metrics = &self.core.metrics;
         let peer_label = [peer.as_str()];
+        let (pending, queued) = mpsc::channel(64);
+        let acker =
+            tokio::spawn(Arc::clone(&self).ack_in_order(peer.clone(), queued, acks.clone()));
         let result: Result<(), Status> = async {
             let mut shutdown = self.core.shutdown.clone();
             loop {
@@ -137,45 +196,15 @@ impl PeerService {
                             .batches_received
                             .with_label_values(&peer_label)
                             .inc();
-                        let (report, applied) = self
+                        // Submitted without waiting for it to commit: the
+                        // next batch of the window joins the same group
+                        // commit; the acker sends the acks in order.
+                        let applied = self
                             .core
                             .writer
-                            .apply(batch.entries)
-                            .await
-                            .map_err(|e| Status::unavailable(e.to_string()))?
-                            .map_err(|e| Status::unavailable(format!("apply failed: {e}")))?;
-                        metrics
-                            .entries_applied
-                            .with_label_values(&peer_label)
-                            .inc_by(report.applied as u64);
-                        metrics
-                            .duplicates
-                            .with_label_values(&peer_label)
-                            .inc_by(report.duplicates as u64);
-                        self.core.log_moved();
-                        let stop = report.stopped.as_ref().map(AckStop::from);
-                        if let Some(stop) = &stop {
-                            let reason = match stop {
-                                AckStop::Gap { .. } => "gap",
-                                AckStop::MissingDeps { .. } => "missing_deps",
-                                AckStop::ClockSkew { .. } => "clock_skew",
-                            };
-                            metrics
-                                .apply_stops
-                                .with_label_values(&[peer.as_str(), reason])
-                                .inc();
-                            tracing::info!(?stop, "batch applied in part");
-                        }
-                        let ack = WireAck {
-                            batch_id: batch.id,
-                            applied,
-                            stop,
-                            hlc: Hlc::new(now_millis(), 0),
-                        };
-                        let msg = pb::ReceiverMessage {
-                            body: Some(ReceiverBody::Ack(ack.to_wire())),
-                        };
-                        if acks.send(Ok(msg)).await.is_err() {
+                            .apply_later(batch.entries)
+                            .map_err(|e| Status::unavailable(e.to_string()))?;
+                        if pending.send((batch.id, applied)).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -196,15 +225,8 @@ impl PeerService {
                         if done {
                             tracing::info!(applied = ?applied, "snapshot installed");
                             self.core.log_moved();
-                            let ack = WireAck {
-                                batch_id: BatchId(0),
-                                applied,
-                                stop: None,
-                                hlc: Hlc::new(now_millis(), 0),
-                            };
-                            let msg = pb::ReceiverMessage {
-                                body: Some(ReceiverBody::Ack(ack.to_wire())),
-                            };
+                            // A snapshot's last chunk is acked as batch 0.
+                            let msg = ack(BatchId(0), applied, None);
                             if acks.send(Ok(msg)).await.is_err() {
                                 return Ok(());
                             }
@@ -236,11 +258,26 @@ impl PeerService {
             Ok(())
         }
         .await;
+        drop(pending);
+        let _ = acker.await;
         if let Err(status) = result {
             tracing::info!(code = ?status.code(), message = status.message(), "inbound stream ended");
             let _ = acks.send(Err(status)).await;
         }
         self.note(&peer, |f| f.connected = false);
+    }
+}
+
+/// The ack of batch `id`: the applied vector after it, durable.
+fn ack(id: BatchId, applied: VersionVector, stop: Option<AckStop>) -> pb::ReceiverMessage {
+    let ack = WireAck {
+        batch_id: id,
+        applied,
+        stop,
+        hlc: Hlc::new(now_millis(), 0),
+    };
+    pb::ReceiverMessage {
+        body: Some(ReceiverBody::Ack(ack.to_wire())),
     }
 }
 

@@ -141,6 +141,18 @@ impl Writer {
         rx.await.map_err(|_| WriterStopped)
     }
 
+    /// Queues a received batch and returns at once; the receiver resolves
+    /// once it is durable. Batches queued one after another are applied in
+    /// that order, and several can share one group commit.
+    pub fn apply_later(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> Result<oneshot::Receiver<Result<Applied, StoreError>>, WriterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Apply { entries, reply })?;
+        Ok(rx)
+    }
+
     /// Installs a snapshot chunk; resolves with the applied vector once
     /// durable.
     pub async fn snapshot(

@@ -188,7 +188,7 @@ struct Region {
     links: BTreeMap<usize, Link>,
     up: bool,
     /// Writes committed this tick, acknowledged after the fsync.
-    pending_writes: Vec<(usize, OpKind, Seq)>,
+    pending_writes: Vec<(OpKind, Seq)>,
     /// Acks owed to peers after the fsync: (peer, epoch, batch).
     pending_acks: Vec<(usize, u64, BatchId)>,
     /// Per peer, the connection (epoch) its latest hello opened here.
@@ -582,7 +582,7 @@ impl Sim {
         region.durable = head.clone();
         let writes = std::mem::take(&mut region.pending_writes);
         let acks = std::mem::take(&mut region.pending_acks);
-        for (_writer, op, seq) in writes {
+        for (op, seq) in writes {
             self.acked.push(Acked {
                 op,
                 origin: r,
@@ -686,7 +686,7 @@ impl Sim {
             let region = &mut self.regions[r];
             let report = region.log.ingest(&[change], Vec::new()).expect("ingest");
             match report.outcomes.first() {
-                Some(Ok((seq, _))) => region.pending_writes.push((w, op, *seq)),
+                Some(Ok((seq, _))) => region.pending_writes.push((op, *seq)),
                 _ => self.unacked += 1,
             }
         }

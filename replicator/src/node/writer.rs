@@ -60,36 +60,17 @@ pub enum Job {
     },
 }
 
-enum Reply {
-    Ingest(
-        oneshot::Sender<Result<IngestReport, StoreError>>,
-        Result<IngestReport, StoreError>,
-    ),
-    Apply(
-        oneshot::Sender<Result<Applied, StoreError>>,
-        Result<Applied, StoreError>,
-    ),
-    Snapshot(
-        oneshot::Sender<Result<VersionVector, StoreError>>,
-        Result<VersionVector, StoreError>,
-    ),
-}
+/// A reply held until the round's fsync: it sends the job's result, or
+/// the fsync's failure in place of a success.
+type Reply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 
-impl Reply {
-    /// Sends the result, or the sync failure instead of a success.
-    fn send(self, synced: &Result<(), StoreError>) {
-        match self {
-            Reply::Ingest(tx, r) => {
-                let _ = tx.send(synced.clone().and(r));
-            }
-            Reply::Apply(tx, r) => {
-                let _ = tx.send(synced.clone().and(r));
-            }
-            Reply::Snapshot(tx, r) => {
-                let _ = tx.send(synced.clone().and(r));
-            }
-        }
-    }
+fn reply<T: Send + 'static>(
+    tx: oneshot::Sender<Result<T, StoreError>>,
+    r: Result<T, StoreError>,
+) -> Reply {
+    Box::new(move |synced| {
+        let _ = tx.send(synced.clone().and(r));
+    })
 }
 
 /// The handle the rest of the node submits jobs through.
@@ -128,16 +109,6 @@ impl Writer {
     ) -> Result<Result<IngestReport, StoreError>, WriterStopped> {
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Ingest { changes, reply })?;
-        rx.await.map_err(|_| WriterStopped)
-    }
-
-    /// Applies a received batch; resolves once it is durable.
-    pub async fn apply(
-        &self,
-        entries: Vec<LogEntry>,
-    ) -> Result<Result<Applied, StoreError>, WriterStopped> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Job::Apply { entries, reply })?;
         rx.await.map_err(|_| WriterStopped)
     }
 
@@ -203,19 +174,19 @@ fn run(
             .writer_queue
             .sub(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
         let count = jobs.len();
-        let mut replies = Vec::with_capacity(count);
+        let mut replies: Vec<Reply> = Vec::with_capacity(count);
         let mut applies = 0usize;
         for job in jobs {
             match job {
                 Job::Ingest { changes, reply } => {
-                    replies.push(Reply::Ingest(reply, log.ingest(&changes, Vec::new())));
+                    replies.push(self::reply(reply, log.ingest(&changes, Vec::new())));
                 }
                 Job::Apply { entries, reply } => {
                     applies += 1;
                     let r = log
                         .apply_remote(&entries)
                         .map(|rep| (rep, log.applied().clone()));
-                    replies.push(Reply::Apply(reply, r));
+                    replies.push(self::reply(reply, r));
                 }
                 Job::Snapshot { items, done, reply } => {
                     applies += 1;
@@ -225,7 +196,7 @@ fn run(
                             Some(v) => log.finish_snapshot(v).map(|_| log.applied().clone()),
                             None => Ok(log.applied().clone()),
                         });
-                    replies.push(Reply::Snapshot(reply, r));
+                    replies.push(self::reply(reply, r));
                 }
             }
         }
@@ -249,7 +220,7 @@ fn run(
             metrics.write_seconds.observe(elapsed);
         }
         for r in replies {
-            r.send(&synced);
+            r(&synced);
         }
     }
     if let Err(e) = log.sync() {

@@ -2,3 +2,6 @@
 # RocksDB's C++ build (7–10 min cold on 2 cores) is paid once per machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# moto's server (AWS emulator) for the DynamoDB sidecar's tests; installed by
+# scripts/setup.sh.
+export TRIBUTARY_MOTO_SERVER="${TRIBUTARY_MOTO_SERVER:-${TRIBUTARY_VENV:-$HOME/.cache/tributary-venv}/bin/moto_server}"

@@ -25,3 +25,19 @@ for tool in fmt clippy; do
       { echo "setup: cargo $tool is missing and could not be installed" >&2; exit 1; }
   fi
 done
+
+# moto's server mode emulates DynamoDB, DynamoDB Streams and Kinesis for the
+# DynamoDB sidecar's tests (tests/src/moto.rs). It lives in a virtualenv
+# outside the clone; scripts/env.sh points TRIBUTARY_MOTO_SERVER at it.
+MOTO_VERSION=5.2.5
+VENV="${TRIBUTARY_VENV:-$HOME/.cache/tributary-venv}"
+# moto_server has no --version: ask the venv's moto itself.
+installed_moto=""
+if [ -x "$VENV/bin/moto_server" ]; then
+  installed_moto="$("$VENV/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null || true)"
+fi
+if [ "$installed_moto" != "$MOTO_VERSION" ]; then
+  echo "setup: installing moto[server]==$MOTO_VERSION into $VENV" >&2
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+fi

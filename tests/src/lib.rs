@@ -4,4 +4,5 @@
 pub mod chaos;
 pub mod cluster;
 pub mod crash;
+pub mod moto;
 pub mod sim;

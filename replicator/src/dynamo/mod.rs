@@ -25,8 +25,8 @@
 //!
 //! Every sink write also sets a marker attribute (its name is configured,
 //! e.g. `tributary_sink`) to a new increasing token, on the condition that
-//! the marker still holds the value it has in the image (compare-and-swap).
-//! A write
+//! the marker still holds the value it has in the image (compare-and-swap,
+//! [`convert::update_expression`], [`convert::delete_condition`]). A write
 //! retried after a crash, whose first attempt did land, then fails its
 //! condition instead of applying a second time: a counter `ADD` is never
 //! counted twice.
@@ -37,5 +37,8 @@
 //! # Layout
 //!
 //! - [`plan`]: merged document + image → [`plan::SinkWrite`]; no AWS types.
+//! - [`convert`]: engine values ↔ SDK `AttributeValue`, item keys, and the
+//!   update / condition expressions (the only place AWS types appear).
 
+pub mod convert;
 pub mod plan;

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod dynamo;
 pub mod link;
 pub mod node;
 pub mod wire;

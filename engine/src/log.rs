@@ -22,7 +22,7 @@ use crate::crdt::{ItemState, OpError};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 use crate::schema::Schemas;
-use crate::store::{Checkpoint, CommitBatch, Durability, LogStore, StoreError};
+use crate::store::{Checkpoint, CommitBatch, DeadLetter, Durability, LogStore, StoreError};
 
 /// Why one local change was refused (the rest of its batch goes on). For a
 /// source record this means "dead-letter it".
@@ -101,6 +101,17 @@ pub struct LogConfig {
     pub schemas: Schemas,
     /// How far ahead of the local clock a remote timestamp may be.
     pub max_clock_skew: Duration,
+}
+
+/// What a source commits beside its changes (see [`Log::ingest_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attached {
+    /// Source positions consumed.
+    pub checkpoints: Vec<(SourceId, Checkpoint)>,
+    /// Connector side state, key → value (see [`CommitBatch::side`]).
+    pub side: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Records that could not be ingested.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// The region's CRDT log over a store.
@@ -199,9 +210,29 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         changes: &[Change],
         checkpoints: Vec<(SourceId, Checkpoint)>,
     ) -> Result<IngestReport, StoreError> {
+        self.ingest_with(
+            changes,
+            Attached {
+                checkpoints,
+                ..Attached::default()
+            },
+        )
+    }
+
+    /// [`Log::ingest`] with everything a source writes beside its changes:
+    /// checkpoints, side state (e.g. its image of the table) and the dead
+    /// letters of the records it could not read, all in the same atomic
+    /// commit.
+    pub fn ingest_with(
+        &mut self,
+        changes: &[Change],
+        attached: Attached,
+    ) -> Result<IngestReport, StoreError> {
         let mut states = self.load(changes.iter().map(|c| &c.key))?;
         let mut batch = CommitBatch {
-            checkpoints,
+            checkpoints: attached.checkpoints,
+            side: attached.side,
+            dead_letters: attached.dead_letters,
             ..CommitBatch::default()
         };
         let mut applied = self.applied.clone();

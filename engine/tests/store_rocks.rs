@@ -117,7 +117,7 @@ fn raw_log_key(origin: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-const CFS: [&str; 4] = ["log", "items", "meta", "dead_letters"];
+const CFS: [&str; 5] = ["log", "items", "meta", "dead_letters", "side"];
 
 /// Opens the store's directory with plain RocksDB and lets `f` tamper.
 fn with_raw_db(path: &Path, f: impl FnOnce(&rocksdb::DB)) {
@@ -147,6 +147,7 @@ fn populated() -> (TempDir, Vec<(ItemKey, ItemState)>, Vec<LogEntry>) {
         applied: [(region("a"), Seq(2))].into_iter().collect(),
         checkpoints: vec![],
         hlc_mark: Hlc::new(1_002, 0),
+        ..CommitBatch::default()
     };
     store.commit(&batch).expect("commit");
     drop(store);
@@ -224,6 +225,7 @@ fn check_tampered_store(dir: &TempDir, items: &[(ItemKey, ItemState)], entries: 
             Checkpoint("9".into()),
         )],
         hlc_mark: Hlc::new(1_003, 0),
+        ..CommitBatch::default()
     };
     store.commit(&batch).expect("commits still work");
     assert_eq!(store.item(k1).expect("repaired"), Some(repaired));
@@ -329,6 +331,7 @@ fn the_on_disk_layout_is_stable() {
                 Checkpoint("7".into()),
             )],
             hlc_mark: Hlc::new(5, 0),
+            ..CommitBatch::default()
         };
         store.commit(&batch).expect("commit");
         store.truncate(&batch.applied).expect("truncate");

@@ -9,4 +9,5 @@ pub mod demo;
 pub mod dynamo;
 pub mod link;
 pub mod node;
+pub mod sidecar;
 pub mod wire;

@@ -58,11 +58,13 @@ pub(crate) enum Cf {
     Meta,
     /// Dead-letter id → dead letter.
     DeadLetters,
+    /// Connector side state (opaque to the engine) → bytes.
+    Side,
 }
 
 impl Cf {
     /// Every column family, in a fixed order.
-    pub(crate) const ALL: [Cf; 4] = [Cf::Log, Cf::Items, Cf::Meta, Cf::DeadLetters];
+    pub(crate) const ALL: [Cf; 5] = [Cf::Log, Cf::Items, Cf::Meta, Cf::DeadLetters, Cf::Side];
 
     /// The column family's name on disk.
     pub(crate) fn name(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Cf {
             Cf::Items => "items",
             Cf::Meta => "meta",
             Cf::DeadLetters => "dead_letters",
+            Cf::Side => "side",
         }
     }
 
@@ -81,6 +84,7 @@ impl Cf {
             Cf::Items => 1,
             Cf::Meta => 2,
             Cf::DeadLetters => 3,
+            Cf::Side => 4,
         }
     }
 }
@@ -571,6 +575,7 @@ pub(crate) fn commit_puts(
     batch: &CommitBatch,
     stored_applied: &VersionVector,
     stored_hlc: Hlc,
+    stored_dead_letter_next: Option<u64>,
 ) -> Result<Vec<Put>, StoreError> {
     let mut puts =
         Vec::with_capacity(batch.entries.len() + batch.items.len() + 2 + batch.checkpoints.len());
@@ -605,7 +610,25 @@ pub(crate) fn commit_puts(
             encode_checkpoint(checkpoint)?,
         ));
     }
+    for (key, value) in &batch.side {
+        puts.push(Put {
+            cf: Cf::Side,
+            key: key.clone(),
+            value: encode("side state", value.as_slice())?,
+        });
+    }
+    let mut next = stored_dead_letter_next;
+    for letter in &batch.dead_letters {
+        let (id, letter_puts) = dead_letter_puts(next, letter)?;
+        next = Some(id.0 + 1);
+        puts.extend(letter_puts);
+    }
     Ok(puts)
+}
+
+/// Decodes a side-state value written by [`commit_puts`].
+pub(crate) fn decode_side(key: &[u8], bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    decode::<Vec<u8>>("side state", || printable(key), bytes)
 }
 
 /// The put recording what `peer` acknowledged.

@@ -39,7 +39,7 @@ enum Write {
 /// The contents of the four key spaces.
 #[derive(Debug, Clone, Default)]
 struct Image {
-    cfs: [BTreeMap<Vec<u8>, Vec<u8>>; 4],
+    cfs: [BTreeMap<Vec<u8>, Vec<u8>>; Cf::ALL.len()],
 }
 
 impl Image {
@@ -255,7 +255,11 @@ impl LogStore for MemStore {
         self.write("commit", |img| {
             let applied = img.vector("applied vector", codec::META_APPLIED)?;
             let hlc = img.hlc()?;
-            Ok((puts(codec::commit_puts(batch, &applied, hlc)?), ()))
+            let next = img
+                .meta(codec::META_DEAD_LETTER_NEXT)
+                .map(codec::decode_counter)
+                .transpose()?;
+            Ok((puts(codec::commit_puts(batch, &applied, hlc, next)?), ()))
         })
     }
 
@@ -430,6 +434,35 @@ impl LogStore for MemStore {
             }
             Ok((vec![Write::Delete(Cf::DeadLetters, key)], true))
         })
+    }
+
+    fn side(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let state = self.read("read side state")?;
+        state
+            .current
+            .get(Cf::Side, key)
+            .map(|b| codec::decode_side(key, b))
+            .transpose()
+    }
+
+    fn item_and_side(
+        &self,
+        key: &ItemKey,
+        side: &[u8],
+    ) -> Result<(Option<ItemState>, Option<Vec<u8>>), StoreError> {
+        // One lock: no commit lands between the two reads.
+        let state = self.read("read item and side state")?;
+        let item = state
+            .current
+            .get(Cf::Items, &key.encode())
+            .map(|b| codec::decode_item(key, b))
+            .transpose()?;
+        let value = state
+            .current
+            .get(Cf::Side, side)
+            .map(|b| codec::decode_side(side, b))
+            .transpose()?;
+        Ok((item, value))
     }
 }
 

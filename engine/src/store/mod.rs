@@ -117,6 +117,12 @@ pub struct CommitBatch {
     pub applied: VersionVector,
     /// Source positions consumed by this batch.
     pub checkpoints: Vec<(SourceId, Checkpoint)>,
+    /// Connector side state written with the batch (e.g. a sidecar's
+    /// image of its table), opaque to the engine: key → value, replacing.
+    pub side: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Records the batch's source could not ingest, stored atomically with
+    /// the checkpoints that move past them (ids allocated in order).
+    pub dead_letters: Vec<DeadLetter>,
     /// The HLC high-water mark after this batch; the stored mark is
     /// raised to it, never lowered (so an HLC never goes backwards across
     /// restarts).
@@ -261,6 +267,18 @@ pub trait LogStore: Send + Sync {
 
     /// Removes a dead letter; `false` if there was none with that id.
     fn remove_dead_letter(&self, id: DeadLetterId) -> Result<bool, StoreError>;
+
+    /// One connector side-state value (see [`CommitBatch::side`]).
+    fn side(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// An item's merged state and a side-state value, read from one
+    /// consistent view: no commit lands between the two reads (a sink
+    /// compares the two, and a commit writes both together).
+    fn item_and_side(
+        &self,
+        key: &ItemKey,
+        side: &[u8],
+    ) -> Result<(Option<ItemState>, Option<Vec<u8>>), StoreError>;
 }
 
 /// A shared store: the node's log writer owns the [`Log`](crate::log::Log)
@@ -337,6 +355,16 @@ impl<T: LogStore + ?Sized> LogStore for std::sync::Arc<T> {
     }
     fn remove_dead_letter(&self, id: DeadLetterId) -> Result<bool, StoreError> {
         (**self).remove_dead_letter(id)
+    }
+    fn side(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).side(key)
+    }
+    fn item_and_side(
+        &self,
+        key: &ItemKey,
+        side: &[u8],
+    ) -> Result<(Option<ItemState>, Option<Vec<u8>>), StoreError> {
+        (**self).item_and_side(key, side)
     }
 }
 

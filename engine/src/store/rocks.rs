@@ -1,6 +1,6 @@
 //! [`RocksStore`]: the [`LogStore`] on RocksDB.
 //!
-//! Column families `log`, `items`, `meta` and `dead_letters` hold the
+//! Column families `log`, `items`, `meta`, `dead_letters` and `side` hold the
 //! shared [`super::codec`] layout. Invariants:
 //! - every write is **one** `WriteBatch` (RocksDB applies a batch across
 //!   column families atomically, in memory and in WAL recovery), written
@@ -83,7 +83,9 @@ impl RocksOptions {
         table.set_block_cache(cache);
         match cf {
             Cf::Log => opts.set_write_buffer_size(self.write_buffer_bytes),
-            Cf::Items => {
+            // Side state holds a sidecar's per-item table images: point
+            // reads by item, like the items.
+            Cf::Items | Cf::Side => {
                 opts.set_write_buffer_size(self.write_buffer_bytes);
                 if self.items_bloom_bits_per_key > 0.0 {
                     table.set_bloom_filter(self.items_bloom_bits_per_key, false);
@@ -113,12 +115,14 @@ pub struct StoreSizes {
     pub meta: u64,
     /// The `dead_letters` column family.
     pub dead_letters: u64,
+    /// The `side` column family (connector state).
+    pub side: u64,
 }
 
 impl StoreSizes {
     /// The sum over column families.
     pub fn total(&self) -> u64 {
-        self.log + self.items + self.meta + self.dead_letters
+        self.log + self.items + self.meta + self.dead_letters + self.side
     }
 }
 
@@ -212,6 +216,7 @@ impl RocksStore {
             items: size(Cf::Items)?,
             meta: size(Cf::Meta)?,
             dead_letters: size(Cf::DeadLetters)?,
+            side: size(Cf::Side)?,
         })
     }
 
@@ -276,6 +281,16 @@ impl RocksStore {
             .map_err(|e| backend(op, e))
     }
 
+    fn dead_letter_next(&self) -> Result<Option<u64>, StoreError> {
+        self.get(
+            "read dead-letter counter",
+            Cf::Meta,
+            codec::META_DEAD_LETTER_NEXT.as_bytes(),
+        )?
+        .map(|bytes| codec::decode_counter(&bytes))
+        .transpose()
+    }
+
     fn meta_vector(&self, what: &'static str, key: &str) -> Result<VersionVector, StoreError> {
         match self.get("read meta", Cf::Meta, key.as_bytes())? {
             Some(bytes) => codec::decode_vector(what, key, &bytes),
@@ -323,7 +338,12 @@ impl LogStore for RocksStore {
         let _guard = self.begin_write("commit")?;
         let applied = self.meta_vector("applied vector", codec::META_APPLIED)?;
         let hlc = self.hlc_mark()?;
-        let puts = codec::commit_puts(batch, &applied, hlc)?;
+        let next = if batch.dead_letters.is_empty() {
+            None
+        } else {
+            self.dead_letter_next()?
+        };
+        let puts = codec::commit_puts(batch, &applied, hlc, next)?;
         if puts.is_empty() {
             return Ok(());
         }
@@ -467,14 +487,7 @@ impl LogStore for RocksStore {
 
     fn put_dead_letter(&self, letter: &DeadLetter) -> Result<DeadLetterId, StoreError> {
         let _guard = self.begin_write("write dead letter")?;
-        let next = self
-            .get(
-                "read dead-letter counter",
-                Cf::Meta,
-                codec::META_DEAD_LETTER_NEXT.as_bytes(),
-            )?
-            .map(|bytes| codec::decode_counter(&bytes))
-            .transpose()?;
+        let next = self.dead_letter_next()?;
         let (id, puts) = codec::dead_letter_puts(next, letter)?;
         let mut wb = WriteBatch::default();
         self.add_puts(&mut wb, &puts)?;
@@ -510,6 +523,31 @@ impl LogStore for RocksStore {
         wb.delete_cf(self.cf(Cf::DeadLetters)?, key);
         self.write("remove dead letter", wb)?;
         Ok(true)
+    }
+
+    fn side(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get("read side state", Cf::Side, key)?
+            .map(|bytes| codec::decode_side(key, &bytes))
+            .transpose()
+    }
+
+    fn item_and_side(
+        &self,
+        key: &ItemKey,
+        side: &[u8],
+    ) -> Result<(Option<ItemState>, Option<Vec<u8>>), StoreError> {
+        let snapshot = self.db.snapshot();
+        let item = snapshot
+            .get_cf(self.cf(Cf::Items)?, key.encode())
+            .map_err(|e| backend("read item", e))?
+            .map(|bytes| codec::decode_item(key, &bytes))
+            .transpose()?;
+        let value = snapshot
+            .get_cf(self.cf(Cf::Side)?, side)
+            .map_err(|e| backend("read side state", e))?
+            .map(|bytes| codec::decode_side(side, &bytes))
+            .transpose()?;
+        Ok((item, value))
     }
 }
 
@@ -550,7 +588,7 @@ mod tests {
         let sizes = store.approximate_sizes().expect("sizes");
         assert_eq!(
             sizes.total(),
-            sizes.log + sizes.items + sizes.meta + sizes.dead_letters
+            sizes.log + sizes.items + sizes.meta + sizes.dead_letters + sizes.side
         );
         assert_eq!(store.path(), dir.path());
     }

@@ -77,8 +77,48 @@ impl NodeConfig {
         }
 
         writeln!(out)?;
-        writeln!(out, "sources: none (no source kind is built yet)")?;
-        writeln!(out, "sinks: none (no sink kind is built yet)")?;
+        if self.sources.is_empty() {
+            writeln!(out, "sources: the admin API's write call only")?;
+        } else {
+            writeln!(out, "sources ({}; the admin API's write call too)", self.sources.len())?;
+            for s in &self.sources {
+                let e = s.endpoint();
+                let from = match s {
+                    super::SourceConfig::DynamodbStreams(_) => "its DynamoDB stream".to_owned(),
+                    super::SourceConfig::Kinesis(k) => format!("Kinesis stream {}", k.stream),
+                };
+                writeln!(
+                    out,
+                    "  {} {}  table {} from {from} in {}{}",
+                    s.kind(),
+                    s.table(),
+                    s.table(),
+                    e.aws_region,
+                    e.endpoint_url
+                        .map(|u| format!(" at {u}"))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        if self.sinks.is_empty() {
+            writeln!(out, "sinks: none (merged results are kept in the log only)")?;
+        } else {
+            writeln!(out, "sinks ({})", self.sinks.len())?;
+            for s in &self.sinks {
+                let super::SinkConfig::Dynamodb(d) = s;
+                writeln!(
+                    out,
+                    "  dynamodb {}  in {}{}  marker attribute {}",
+                    d.table,
+                    d.aws_region,
+                    d.endpoint_url
+                        .as_ref()
+                        .map(|u| format!(" at {u}"))
+                        .unwrap_or_default(),
+                    d.marker_attribute.as_str()
+                )?;
+            }
+        }
 
         writeln!(out)?;
         writeln!(out, "[storage]")?;

@@ -22,7 +22,7 @@
 //! extended, never renamed. Tuning lives in the optional `[storage]` and
 //! `[shipping]` sections, whose defaults are defined once (their `Default`
 //! impls) and shown by [`NodeConfig::explain`]. `[[sources]]` and `[[sinks]]`
-//! are reserved (see [`connectors`]).
+//! connect the node to its database (see [`connectors`]).
 //!
 //! Invariants: unknown keys are errors (a typo never silently falls back to
 //! a default); every value carries its unit in its type (`Duration`,
@@ -52,7 +52,10 @@ use tributary_engine::ids::RegionId;
 use tributary_engine::log::LogConfig;
 use tributary_engine::schema::{SchemaError, Schemas};
 
-pub use connectors::{SinkConfig, SourceConfig};
+pub use connectors::{
+    AwsEndpoint, DynamoSinkConfig, DynamoStreamsSourceConfig, KinesisSourceConfig, SinkConfig,
+    SourceConfig,
+};
 pub use error::{ConfigError, Problem, Problems};
 pub use shipping::ShippingConfig;
 pub use storage::{StorageConfig, SyncMode};
@@ -81,10 +84,11 @@ pub struct NodeConfig {
     /// The replicated tables.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
-    /// Reserved: change sources (none is built yet; must be empty).
+    /// Change streams ingested as local changes (the admin API's write
+    /// call is always a source too).
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
-    /// Reserved: sinks writing merged results back (none is built yet).
+    /// Sinks writing merged results back to the local database.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
     /// `[storage]`: durability and clock-skew bound.
@@ -203,6 +207,8 @@ impl NodeConfig {
             }
             table.problems(&at, &mut out);
         }
+        let tables: Vec<_> = self.tables.iter().map(|t| t.name.clone()).collect();
+        connectors::problems(&self.sources, &self.sinks, &tables, &mut out);
         self.storage.problems(&mut out);
         self.shipping.problems(&mut out);
         out

@@ -350,7 +350,7 @@ fn oversized_messages_and_mismatched_batches_are_problems() {
 }
 
 #[test]
-fn sources_and_sinks_are_reserved_and_name_the_known_kinds() {
+fn sources_and_sinks_parse_by_kind_and_name_the_known_kinds() {
     let empty = format!("{MINIMAL}sources = []\nsinks = []\n");
     assert!(NodeConfig::from_toml_str(&empty).is_ok());
 
@@ -360,9 +360,13 @@ fn sources_and_sinks_are_reserved_and_name_the_known_kinds() {
         "{err}"
     );
     let err = syntax_error(&format!(
-        "{MINIMAL}[[sources]]\nkind = \"kinesis\"\nstream = \"s\"\n"
+        "{MINIMAL}[[sources]]\nkind = \"postgres\"\ntable = \"t\"\n"
     ));
     assert!(err.contains("not built yet"), "{err}");
+    let err = syntax_error(&format!(
+        "{MINIMAL}[[sources]]\nkind = \"kinesis\"\nstream = \"s\"\n"
+    ));
+    assert!(err.contains("kind \"kinesis\": missing field `table`"), "{err}");
     let err = syntax_error(&format!("{MINIMAL}[[sinks]]\nkind = \"s3\"\n"));
     assert!(
         err.contains("unknown sink kind \"s3\" (known: dynamodb, postgres)"),
@@ -370,6 +374,74 @@ fn sources_and_sinks_are_reserved_and_name_the_known_kinds() {
     );
     let err = syntax_error(&format!("{MINIMAL}[[sinks]]\ntable = \"t\"\n"));
     assert!(err.contains("no `kind`"), "{err}");
+}
+
+const SIDECAR: &str = r#"
+[[tables]]
+name = "carts"
+partition_key = "pk"
+counters = ["qty"]
+[[sources]]
+kind = "dynamodb-streams"
+table = "carts"
+aws_region = "us-east-1"
+endpoint_url = "http://127.0.0.1:5000"
+[[sinks]]
+kind = "dynamodb"
+table = "carts"
+aws_region = "us-east-1"
+endpoint_url = "http://127.0.0.1:5000"
+"#;
+
+#[test]
+fn the_dynamodb_sidecar_contract_parses_with_defaults() {
+    let c = NodeConfig::from_toml_str(&format!("{MINIMAL}{SIDECAR}")).expect("valid");
+    let [SourceConfig::DynamodbStreams(src)] = c.sources.as_slice() else {
+        panic!("one dynamodb-streams source expected: {:?}", c.sources);
+    };
+    assert_eq!(src.table.as_str(), "carts");
+    assert_eq!(src.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    assert!(src.initial_load, "initial load is on by default");
+    let [SinkConfig::Dynamodb(sink)] = c.sinks.as_slice() else {
+        panic!("one dynamodb sink expected: {:?}", c.sinks);
+    };
+    assert_eq!(sink.marker_attribute.as_str(), "tributary_sink");
+    assert_eq!(sink.aws_region, "us-east-1");
+    let kinesis = format!(
+        "{MINIMAL}[[tables]]\nname = \"carts\"\npartition_key = \"pk\"\n\
+         [[sources]]\nkind = \"kinesis\"\nstream = \"carts-changes\"\ntable = \"carts\"\n\
+         aws_region = \"eu-west-1\"\npoll_interval = \"100ms\"\n"
+    );
+    let c = NodeConfig::from_toml_str(&kinesis).expect("valid kinesis source");
+    let [SourceConfig::Kinesis(k)] = c.sources.as_slice() else {
+        panic!("one kinesis source expected: {:?}", c.sources);
+    };
+    assert_eq!((k.stream.as_str(), k.poll_interval), ("carts-changes", Duration::from_millis(100)));
+    assert!(c.explain().contains("Kinesis stream carts-changes"), "{}", c.explain());
+}
+
+#[test]
+fn sources_and_sinks_must_name_configured_tables_once() {
+    let text = format!(
+        "{MINIMAL}{SIDECAR}[[sources]]\nkind = \"kinesis\"\nstream = \"\"\ntable = \"carts\"\n\
+         aws_region = \"us-east-1\"\n[[sinks]]\nkind = \"dynamodb\"\ntable = \"orders\"\n\
+         aws_region = \"\"\nendpoint_url = \"127.0.0.1:5000\"\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "sources[1].table",
+            "sources[1].stream",
+            "sinks[1].table",
+            "sinks[1].aws_region",
+            "sinks[1].endpoint_url"
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].to_string().contains("already has a source"), "{}", found[0]);
+    assert!(found[2].to_string().contains("has no [[tables]] entry"), "{}", found[2]);
 }
 
 #[test]

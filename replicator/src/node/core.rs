@@ -116,6 +116,8 @@ pub struct Core {
     pub shutdown: watch::Receiver<bool>,
     /// Bootstrap of a node that started empty.
     pub bootstrap: Mutex<Bootstrap>,
+    /// What the sources and sinks report.
+    pub sidecar: crate::sidecar::facts::SidecarFacts,
 }
 
 /// The `replctl lag --json` document.

@@ -5,7 +5,8 @@
 //! minimum of their acknowledged vectors and the head) and truncates up to
 //! the newest sample at least `log_retention` old. A peer that falls behind
 //! the truncated log later (or a wiped node) is brought up by a snapshot.
-//! With no peers, the whole log ages out the same way.
+//! With no peers, the whole log ages out the same way. Entries a sink has
+//! not read yet are kept too (a sink behind the log rescans its table).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +33,12 @@ pub async fn retain(core: Arc<Core>) {
             .fold(core.head.borrow().clone(), |acc, l| {
                 acc.meet(lock(&l.state).outbound.acked())
             });
+        // Sinks read the log too: keep what they have not read.
+        let acked_by_all = core
+            .sidecar
+            .sink_cursors()
+            .iter()
+            .fold(acked_by_all, |acc, c| acc.meet(c));
         samples.push_back((now, acked_by_all));
         let mut upto = None;
         while samples

@@ -62,6 +62,18 @@ pub struct Metrics {
     pub writer_queue: IntGauge,
     /// Jobs (commits) per fsync of the group commit.
     pub group_commit_jobs: Histogram,
+    /// Source records by outcome (`ingested`, `echo`, `duplicate`,
+    /// `dead_letter`), per source.
+    pub source_records: IntCounterVec,
+    /// How far a shard's last read was behind the stream's tip, ms.
+    pub source_millis_behind: IntGaugeVec,
+    /// Source calls refused by throttling, per source.
+    pub source_throttled: IntCounterVec,
+    /// Sink writes by outcome (`written`, `conflict`, `retry`,
+    /// `dead_letter`), per sink.
+    pub sink_writes: IntCounterVec,
+    /// Items the sink has still to write, per sink.
+    pub sink_backlog: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -70,6 +82,14 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 impl Metrics {
@@ -223,6 +243,36 @@ impl Metrics {
                 "dead_letters_total",
                 "Records sent to the dead-letter store",
                 &["source"],
+            ),
+            source_records: counter(
+                &registry,
+                "source_records_total",
+                "Change records read by a source, by outcome",
+                &["source", "outcome"],
+            ),
+            source_millis_behind: gauge(
+                &registry,
+                "source_millis_behind",
+                "How far the shard's last read was behind the stream's tip",
+                &["source", "shard"],
+            ),
+            source_throttled: counter(
+                &registry,
+                "source_throttled_total",
+                "Stream reads refused by throttling",
+                &["source"],
+            ),
+            sink_writes: counter(
+                &registry,
+                "sink_writes_total",
+                "Sink item writes, by outcome",
+                &["sink", "outcome"],
+            ),
+            sink_backlog: gauge(
+                &registry,
+                "sink_backlog_items",
+                "Items the sink has still to write",
+                &["sink"],
             ),
             apply_seconds,
             write_seconds,

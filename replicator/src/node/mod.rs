@@ -37,7 +37,7 @@ use tributary_engine::store::{LogStore, RocksOptions, RocksStore};
 use tributary_proto::v1::admin_server::AdminServer;
 use tributary_proto::v1::peer_server::PeerServer;
 
-pub use self::core::{Core, LagDoc};
+pub use self::core::{Core, LagDoc, lock, now_millis};
 use self::core::{Link, LinkState};
 pub use self::metrics::Metrics;
 use self::writer::Writer;
@@ -130,10 +130,11 @@ impl RunningNode {
             head: head_rx,
             links,
             inbound: Mutex::new(BTreeMap::new()),
-            metrics,
+            metrics: metrics.clone(),
             started: Instant::now(),
             write_permits: Semaphore::new(MAX_PENDING_WRITES),
             shutdown: shutdown_rx,
+            sidecar: crate::sidecar::facts::SidecarFacts::new(metrics.clone()),
             bootstrap: Mutex::new(self::core::Bootstrap {
                 waiting: fresh,
                 ..Default::default()
@@ -150,6 +151,7 @@ impl RunningNode {
             )));
         }
         tasks.push(tokio::spawn(housekeeping::retain(Arc::clone(&core))));
+        tasks.extend(crate::sidecar::start(&core));
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(Arc::clone(&core), listener)));
         }

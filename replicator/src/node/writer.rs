@@ -22,7 +22,7 @@ use tributary_engine::clock::SystemClock;
 use tributary_engine::crdt::ItemState;
 use tributary_engine::ids::VersionVector;
 use tributary_engine::key::ItemKey;
-use tributary_engine::log::{ApplyReport, IngestReport, Log};
+use tributary_engine::log::{ApplyReport, Attached, IngestReport, Log};
 use tributary_engine::store::{Durability, LogStore, RocksStore, StoreError};
 
 use super::metrics::Metrics;
@@ -35,10 +35,12 @@ pub type Applied = (ApplyReport, VersionVector);
 
 /// Work for the writer.
 pub enum Job {
-    /// Local changes (the admin API's writes, later the sources').
+    /// Local changes (the admin API's writes, the sources' records).
     Ingest {
         /// The changes.
         changes: Vec<Change>,
+        /// Checkpoints, side state and dead letters committed with them.
+        attached: Attached,
         /// Where the outcome goes, once durable.
         reply: oneshot::Sender<Result<IngestReport, StoreError>>,
     },
@@ -107,8 +109,22 @@ impl Writer {
         &self,
         changes: Vec<Change>,
     ) -> Result<Result<IngestReport, StoreError>, WriterStopped> {
+        self.ingest_with(changes, Attached::default()).await
+    }
+
+    /// Commits a source's changes with its checkpoints, side state and
+    /// dead letters, atomically; resolves once durable.
+    pub async fn ingest_with(
+        &self,
+        changes: Vec<Change>,
+        attached: Attached,
+    ) -> Result<Result<IngestReport, StoreError>, WriterStopped> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Ingest { changes, reply })?;
+        self.submit(Job::Ingest {
+            changes,
+            attached,
+            reply,
+        })?;
         rx.await.map_err(|_| WriterStopped)
     }
 
@@ -178,8 +194,12 @@ fn run(
         let mut applies = 0usize;
         for job in jobs {
             match job {
-                Job::Ingest { changes, reply } => {
-                    replies.push(self::reply(reply, log.ingest(&changes, Vec::new())));
+                Job::Ingest {
+                    changes,
+                    attached,
+                    reply,
+                } => {
+                    replies.push(self::reply(reply, log.ingest_with(&changes, attached)));
                 }
                 Job::Apply { entries, reply } => {
                     applies += 1;

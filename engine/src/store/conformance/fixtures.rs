@@ -84,6 +84,7 @@ pub(super) fn ingest(origin: &str, seq: u64) -> CommitBatch {
         checkpoints: vec![(source("src"), Checkpoint(format!("pos-{seq}")))],
         hlc_mark: e.hlc,
         entries: vec![e],
+        ..CommitBatch::default()
     }
 }
 

@@ -46,6 +46,7 @@ pub use reads::{
     truncate_removes_a_prefix_up_to_applied,
 };
 pub use writes::{
+    side_state_and_dead_letters_commit_with_the_batch,
     applied_and_hlc_never_go_backwards, commit_is_atomic_and_visible,
     concurrent_readers_see_whole_batches, empty_batch_changes_nothing,
     failed_writes_leave_nothing_behind,
@@ -86,6 +87,7 @@ macro_rules! store_conformance_tests {
     ($harness:expr) => {
         $crate::store_conformance_tests!(@each $harness;
             commit_is_atomic_and_visible,
+            side_state_and_dead_letters_commit_with_the_batch,
             empty_batch_changes_nothing,
             applied_and_hlc_never_go_backwards,
             failed_writes_leave_nothing_behind,
@@ -114,6 +116,7 @@ macro_rules! store_conformance_tests {
 /// Runs every check, one after the other, on `h`.
 pub fn run_all<H: StoreHarness>(h: &mut H) {
     commit_is_atomic_and_visible(h);
+    side_state_and_dead_letters_commit_with_the_batch(h);
     empty_batch_changes_nothing(h);
     applied_and_hlc_never_go_backwards(h);
     failed_writes_leave_nothing_behind(h);

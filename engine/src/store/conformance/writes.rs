@@ -29,6 +29,7 @@ pub fn commit_is_atomic_and_visible<H: StoreHarness>(h: &mut H) {
             (source("pg:slot"), Checkpoint("0/16B3748".into())),
         ],
         hlc_mark: Hlc::new(5_000, 3),
+        ..CommitBatch::default()
     };
     ok(store.commit(&batch), "commit");
     assert_eq!(
@@ -74,6 +75,46 @@ pub fn commit_is_atomic_and_visible<H: StoreHarness>(h: &mut H) {
     assert!(
         ok(store.log_start(), "log start").is_empty(),
         "nothing was truncated, so log_start must be empty"
+    );
+}
+
+/// Side state and dead letters are written by the same atomic commit as
+/// the entries and checkpoints: a side value replaces the previous one,
+/// dead letters get the next ids, and `item_and_side` reads both from one
+/// view.
+pub fn side_state_and_dead_letters_commit_with_the_batch<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Buffered);
+    ok(store.put_dead_letter(&letter(1)), "first dead letter");
+    let mut batch = ingest("a", 1);
+    let item = batch.entries[0].key.clone();
+    batch.side = vec![(b"img/1".to_vec(), b"first".to_vec())];
+    batch.dead_letters = vec![letter(2), letter(3)];
+    ok(store.commit(&batch), "commit with side state and dead letters");
+    assert_eq!(
+        ok(store.side(b"img/1"), "side"),
+        Some(b"first".to_vec()),
+        "a committed side value must be readable"
+    );
+    assert_eq!(ok(store.side(b"img/2"), "side"), None, "no value was written there");
+    let letters = ok(store.dead_letters(None, 10), "dead letters");
+    let ids: Vec<u64> = letters.iter().map(|(id, _)| id.0).collect();
+    assert_eq!(ids, vec![1, 2, 3], "dead letters of a commit take the next ids");
+    assert_eq!(letters[2].1, letter(3), "a committed dead letter reads back whole");
+    let mut next = ingest("a", 2);
+    next.side = vec![(b"img/1".to_vec(), b"second".to_vec())];
+    ok(store.commit(&next), "second commit");
+    let (state, side) = ok(store.item_and_side(&item, b"img/1"), "item and side");
+    assert_eq!(
+        (state.is_some(), side),
+        (true, Some(b"second".to_vec())),
+        "item_and_side must see the item and the newest side value"
+    );
+    ok(store.put_dead_letter(&letter(4)), "dead letter after the commit");
+    let last = ok(store.dead_letters(Some(DeadLetterId(3)), 10), "dead letters after 3");
+    assert_eq!(
+        last.iter().map(|(id, _)| id.0).collect::<Vec<_>>(),
+        vec![4],
+        "ids keep increasing after dead letters written by a commit"
     );
 }
 

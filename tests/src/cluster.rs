@@ -236,6 +236,11 @@ impl Node {
             .open(&self.log)
             .expect("open node log");
         let mut child = Command::new(binary("replicator"))
+            // Tests talk to moto, never to AWS: static credentials, and no
+            // instance-metadata probing.
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .args(["run", "--config"])
             .arg(&self.config)
             .stdout(Stdio::piped())
@@ -373,6 +378,17 @@ impl Cluster {
         regions: &[&str],
         links: &[(usize, usize)],
         extra: &str,
+        endpoint: impl FnMut(usize, usize, u16) -> u16,
+    ) -> Self {
+        Self::start_each(regions, links, |_| extra.to_owned(), endpoint)
+    }
+
+    /// [`Cluster::start_with`], with the extra TOML of node `i` given by
+    /// `extra(i)` (e.g. sources and sinks in the node's own AWS region).
+    pub fn start_each(
+        regions: &[&str],
+        links: &[(usize, usize)],
+        extra: impl Fn(usize) -> String,
         mut endpoint: impl FnMut(usize, usize, u16) -> u16,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -398,8 +414,9 @@ impl Cluster {
             let config = dir.path().join(format!("{region}.toml"));
             let (port, metrics_port) = ports[i];
             let text = format!(
-                "region = \"{region}\"\ncluster = \"test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{extra}\n{peers}{TABLES}",
-                data_dir.display()
+                "region = \"{region}\"\ncluster = \"test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{peers}{TABLES}",
+                data_dir.display(),
+                extra(i)
             );
             std::fs::write(&config, text).expect("write config");
             nodes.push(Node {

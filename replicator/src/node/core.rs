@@ -127,6 +127,11 @@ pub struct LagDoc {
     pub region: RegionId,
     /// One entry per configured peer.
     pub peers: Vec<PeerLag>,
+    /// Per source (`kinesis:STREAM`, `dynamodb-streams:TABLE`): per shard
+    /// its last offset and how far behind the stream it is, and counts.
+    pub sources: BTreeMap<String, crate::sidecar::facts::SourceReport>,
+    /// Per sink: items still to write, retries, dead letters.
+    pub sinks: BTreeMap<String, crate::sidecar::facts::SinkReport>,
 }
 
 impl Core {
@@ -228,6 +233,8 @@ impl Core {
         LagDoc {
             region: self.region().clone(),
             peers,
+            sources: self.sidecar.sources(),
+            sinks: self.sidecar.sinks(),
         }
     }
 
@@ -283,6 +290,8 @@ impl Core {
             "bootstrapping": lock(&self.bootstrap).waiting,
             "peers": peers,
             "inbound": inbound,
+            "sources": self.sidecar.sources(),
+            "sinks": self.sidecar.sinks(),
         })
     }
 

@@ -328,6 +328,12 @@ async fn write_item(sink: &Sink, key: &ItemKey) -> Outcome {
     let token = next_token(image.marker.as_ref(), now_millis().saturating_mul(1000));
     let sdk_key = key_to_sdk(&sink.schema, key);
     let outcome = match write {
+        // The table has no such item: create it whole, in one write (one
+        // stream record), only if it still does not exist.
+        SinkWrite::Update(_) if image.attrs.is_none() => match merged {
+            Some(doc) => create(sink, sdk_key, &doc, token).await,
+            None => Outcome::Done,
+        },
         SinkWrite::Update(changes) => {
             let expr = update_expression(&changes, &sink.marker, image.marker.as_ref(), token);
             update(sink, sdk_key, expr).await
@@ -354,6 +360,44 @@ async fn update(
         .condition_expression(expr.condition)
         .set_expression_attribute_names(Some(expr.names))
         .set_expression_attribute_values((!expr.values.is_empty()).then_some(expr.values))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Outcome::Done,
+        Err(e) => classify_error(
+            e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()),
+            e.as_service_error().map(|s| {
+                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(s)
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+            describe(&e),
+        ),
+    }
+}
+
+/// Creates the item with the merged document, if it does not exist.
+async fn create(
+    sink: &Sink,
+    key: std::collections::HashMap<String, AttributeValue>,
+    doc: &BTreeMap<tributary_engine::ids::AttrName, tributary_engine::value::AttrValue>,
+    token: u64,
+) -> Outcome {
+    let mut item = key;
+    for (name, value) in doc {
+        item.insert(name.as_str().to_owned(), crate::dynamo::convert::to_sdk(value));
+    }
+    item.insert(sink.marker.clone(), AttributeValue::N(token.to_string()));
+    let mut names = std::collections::HashMap::new();
+    names.insert("#k".to_owned(), sink.schema.partition_key().as_str().to_owned());
+    let result = sink
+        .client
+        .put_item()
+        .table_name(&sink.table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#k)")
+        .set_expression_attribute_names(Some(names))
         .send()
         .await;
     match result {

@@ -86,14 +86,43 @@ pub enum Command {
     /// Show the digest of every item: equal on converged regions.
     Digest(JsonArg),
 
-    /// List dead letters: changes a source could not apply.
+    /// List dead letters: changes a source could not apply (same as `dlq list`).
     DeadLetters(DeadLettersArgs),
+
+    /// Dead letters: list, show, retry or drop them.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
 
     /// Pause shipping to a peer.
     Pause(PeerArg),
 
     /// Resume shipping to a peer.
     Resume(PeerArg),
+}
+
+/// `replctl dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List(DeadLettersArgs),
+    /// Show one dead letter, with its raw record.
+    Show(DlqIdArgs),
+    /// Apply a dead letter again (after fixing its cause, e.g. the table's
+    /// schema); removes it when it applies, exits 1 when it still fails.
+    Retry(DlqIdArgs),
+    /// Remove a dead letter without applying it.
+    Drop(DlqIdArgs),
+}
+
+/// A dead letter's id, and `--json`.
+#[derive(Debug, Args)]
+pub struct DlqIdArgs {
+    /// The letter's id (as `dlq list` shows it)
+    pub id: u64,
+
+    /// Print the answer as one JSON line
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--json` alone, for the read commands without other flags.

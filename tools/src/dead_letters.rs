@@ -69,6 +69,36 @@ impl Letter {
     }
 }
 
+/// `replctl dlq retry --json`: `{"id":..,"applied":..,"outcome":..}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryAnswer {
+    /// The letter.
+    pub id: u64,
+    /// Applied (and removed), or still failing.
+    pub applied: bool,
+    /// What happened, in words.
+    pub outcome: String,
+}
+
+/// `replctl dlq drop --json`: `{"id":..,"dropped":..}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DropAnswer {
+    /// The letter.
+    pub id: u64,
+    /// False when there was no such letter.
+    pub dropped: bool,
+}
+
+impl Letter {
+    /// Every field on its own line, the raw record last (`dlq show`).
+    pub fn render_whole(&self) -> String {
+        format!(
+            "id        {}\nsource    {}\noffset    {}\nattempts  {}\nat        {} ms since the epoch\nreason    {}\nraw       {}\n",
+            self.id, self.source, self.offset, self.attempts, self.at_millis, self.reason, self.raw
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

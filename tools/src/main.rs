@@ -17,13 +17,14 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tonic::transport::{Channel, Endpoint};
 use tributary_proto::v1::admin_client::AdminClient;
 use tributary_proto::v1::{
-    DeadLettersRequest, DigestRequest, GetRequest, LagRequest, OffsetsRequest,
-    SetPeerPausedRequest, StatusRequest, WriteRequest,
+    DeadLettersRequest, DigestRequest, DropDeadLetterRequest, GetRequest, LagRequest,
+    OffsetsRequest, RetryDeadLetterRequest, SetPeerPausedRequest, StatusRequest, WriteRequest,
 };
 use tributary_tools::cli::{
-    Cli, Command, DeadLettersArgs, GetArgs, JsonArg, LagArgs, NODE_ENV, NodeUrl, resolve_node,
+    Cli, Command, DeadLettersArgs, DlqCommand, DlqIdArgs, GetArgs, JsonArg, LagArgs, NODE_ENV,
+    NodeUrl, resolve_node,
 };
-use tributary_tools::dead_letters::Letter;
+use tributary_tools::dead_letters::{DropAnswer, Letter, RetryAnswer};
 use tributary_tools::digest::Digest;
 use tributary_tools::exit::{Exit, Failure, describe_status, error_chain, is_rejection};
 use tributary_tools::lag::{self, LagReport, Thresholds};
@@ -60,7 +61,12 @@ async fn run(command: Command, url: NodeUrl, timeout: Duration) -> Result<Exit, 
         Command::Status(JsonArg { json }) => status(&node, json).await,
         Command::Offsets(JsonArg { json }) => offsets(&node, json).await,
         Command::Digest(JsonArg { json }) => digest(&node, json).await,
-        Command::DeadLetters(args) => dead_letters(&node, args).await,
+        Command::DeadLetters(args) | Command::Dlq(DlqCommand::List(args)) => {
+            dead_letters(&node, args).await
+        }
+        Command::Dlq(DlqCommand::Show(args)) => dlq_show(&node, args).await,
+        Command::Dlq(DlqCommand::Retry(args)) => dlq_retry(&node, args).await,
+        Command::Dlq(DlqCommand::Drop(args)) => dlq_drop(&node, args).await,
         Command::Pause(peer) => set_paused(&node, peer.peer, true).await,
         Command::Resume(peer) => set_paused(&node, peer.peer, false).await,
     }
@@ -372,6 +378,68 @@ async fn dead_letters(node: &Node, args: DeadLettersArgs) -> Result<Exit, Failur
         })?;
     }
     Ok(Exit::Success)
+}
+
+async fn dlq_show(node: &Node, args: DlqIdArgs) -> Result<Exit, Failure> {
+    let request = DeadLettersRequest {
+        after: args.id.saturating_sub(1),
+        limit: 1,
+    };
+    let response = node.call(node.client().dead_letters(request)).await?;
+    let Some(letter) = response
+        .letters
+        .into_iter()
+        .find(|l| l.id == args.id)
+        .map(Letter::from)
+    else {
+        eprintln!("replctl: no dead letter with id {}", args.id);
+        return Ok(Exit::Failure);
+    };
+    emit(&if args.json {
+        letter.json_line()
+    } else {
+        letter.render_whole()
+    })?;
+    Ok(Exit::Success)
+}
+
+async fn dlq_retry(node: &Node, args: DlqIdArgs) -> Result<Exit, Failure> {
+    let request = RetryDeadLetterRequest { id: args.id };
+    let response = node.call(node.client().retry_dead_letter(request)).await?;
+    emit(&if args.json {
+        render::to_line(&RetryAnswer {
+            id: args.id,
+            applied: response.applied,
+            outcome: response.outcome.clone(),
+        })
+    } else {
+        format!("#{}: {}", args.id, response.outcome)
+    })?;
+    Ok(if response.applied {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+async fn dlq_drop(node: &Node, args: DlqIdArgs) -> Result<Exit, Failure> {
+    let request = DropDeadLetterRequest { id: args.id };
+    let response = node.call(node.client().drop_dead_letter(request)).await?;
+    emit(&if args.json {
+        render::to_line(&DropAnswer {
+            id: args.id,
+            dropped: response.dropped,
+        })
+    } else if response.dropped {
+        format!("#{}: dropped", args.id)
+    } else {
+        format!("#{}: no such dead letter", args.id)
+    })?;
+    Ok(if response.dropped {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 async fn set_paused(node: &Node, peer: String, paused: bool) -> Result<Exit, Failure> {

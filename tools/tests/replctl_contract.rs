@@ -19,10 +19,11 @@ use tonic::{Request, Response, Status};
 use tributary_proto::v1::admin_server::{Admin, AdminServer};
 use tributary_proto::v1::write_result::Result as WireResult;
 use tributary_proto::v1::{
-    DeadLetter, DeadLettersRequest, DeadLettersResponse, DigestRequest, DigestResponse, GetRequest,
-    GetResponse, LagRequest, LagResponse, OffsetsRequest, OffsetsResponse, SetPeerPausedRequest,
-    SetPeerPausedResponse, StatusRequest, StatusResponse, WriteRequest, WriteResponse, WriteResult,
-    Written,
+    DeadLetter, DeadLettersRequest, DeadLettersResponse, DigestRequest, DigestResponse,
+    DropDeadLetterRequest, DropDeadLetterResponse, GetRequest, GetResponse, LagRequest,
+    LagResponse, OffsetsRequest, OffsetsResponse, RetryDeadLetterRequest, RetryDeadLetterResponse,
+    SetPeerPausedRequest, SetPeerPausedResponse, StatusRequest, StatusResponse, WriteRequest,
+    WriteResponse, WriteResult, Written,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -122,6 +123,32 @@ impl Admin for Stub {
             })
             .collect();
         Ok(Response::new(DeadLettersResponse { letters }))
+    }
+
+    async fn retry_dead_letter(
+        &self,
+        request: Request<RetryDeadLetterRequest>,
+    ) -> Result<Response<RetryDeadLetterResponse>, Status> {
+        match request.into_inner().id {
+            2 => Ok(Response::new(RetryDeadLetterResponse {
+                applied: true,
+                outcome: "applied; letter removed".to_owned(),
+            })),
+            3 => Ok(Response::new(RetryDeadLetterResponse {
+                applied: false,
+                outcome: "still fails: unknown table".to_owned(),
+            })),
+            id => Err(Status::not_found(format!("no dead letter with id {id}"))),
+        }
+    }
+
+    async fn drop_dead_letter(
+        &self,
+        request: Request<DropDeadLetterRequest>,
+    ) -> Result<Response<DropDeadLetterResponse>, Status> {
+        Ok(Response::new(DropDeadLetterResponse {
+            dropped: request.into_inner().id <= 3,
+        }))
     }
 
     async fn set_peer_paused(
@@ -356,6 +383,40 @@ async fn digest_and_dead_letters_json_shapes() -> TestResult {
         stdout(&human),
         "#1 kinesis-carts shard-0:1 3 unknown table\n#2 kinesis-carts shard-0:2 3 unknown table\n#3 kinesis-carts shard-0:3 3 unknown table\n"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn dlq_shows_retries_and_drops_with_exit_codes_for_scripts() -> TestResult {
+    let node = start(Stub::default())?;
+    let list = run(&node, &["dlq", "list", "--json", "--limit", "1"]).await?;
+    assert_eq!(list.status.code(), Some(0));
+    assert!(stdout(&list).starts_with("{\"id\":1,"), "{}", stdout(&list));
+    let show = run(&node, &["dlq", "show", "2", "--json"]).await?;
+    assert_eq!(
+        stdout(&show),
+        "{\"id\":2,\"source\":\"kinesis-carts\",\"offset\":\"shard-0:2\",\"reason\":\"unknown table\",\"attempts\":3,\"at_millis\":1000,\"raw\":\"{}\"}\n"
+    );
+    let missing = run(&node, &["dlq", "show", "9"]).await?;
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert_eq!(stderr(&missing), "replctl: no dead letter with id 9\n");
+    let retried = run(&node, &["dlq", "retry", "2", "--json"]).await?;
+    assert_eq!(retried.status.code(), Some(0));
+    assert_eq!(
+        stdout(&retried),
+        "{\"id\":2,\"applied\":true,\"outcome\":\"applied; letter removed\"}\n"
+    );
+    let failing = run(&node, &["dlq", "retry", "3"]).await?;
+    assert_eq!(failing.status.code(), Some(1));
+    assert_eq!(stdout(&failing), "#3: still fails: unknown table\n");
+    let unknown = run(&node, &["dlq", "retry", "7"]).await?;
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
+    assert_eq!(stderr(&unknown), "replctl: no dead letter with id 7\n");
+    let dropped = run(&node, &["dlq", "drop", "1", "--json"]).await?;
+    assert_eq!(stdout(&dropped), "{\"id\":1,\"dropped\":true}\n");
+    let not_dropped = run(&node, &["dlq", "drop", "8"]).await?;
+    assert_eq!(not_dropped.status.code(), Some(1));
+    assert_eq!(stdout(&not_dropped), "#8: no such dead letter\n");
     Ok(())
 }
 

@@ -296,6 +296,13 @@ pub(crate) fn problems(
                 "write each table through one sink",
             ));
         }
+        if !sources.iter().any(|s| s.table() == sink.table()) {
+            out.push(Problem::new(
+                format!("{at}.table"),
+                format!("table {} has a sink but no source", sink.table()),
+                "add a [[sources]] entry for the table's change stream (dynamodb-streams or kinesis): the sink learns what the table holds, and recognises its own writes, from it",
+            ));
+        }
         let SinkConfig::Dynamodb(d) = sink;
         endpoint_problems(&at, &d.aws_region, d.endpoint_url.as_deref(), out);
         if d.concurrency == 0 {

@@ -435,6 +435,7 @@ fn sources_and_sinks_must_name_configured_tables_once() {
             "sources[1].table",
             "sources[1].stream",
             "sinks[1].table",
+            "sinks[1].table",
             "sinks[1].aws_region",
             "sinks[1].endpoint_url"
         ],
@@ -442,6 +443,7 @@ fn sources_and_sinks_must_name_configured_tables_once() {
     );
     assert!(found[0].to_string().contains("already has a source"), "{}", found[0]);
     assert!(found[2].to_string().contains("has no [[tables]] entry"), "{}", found[2]);
+    assert!(found[3].to_string().contains("has a sink but no source"), "{}", found[3]);
 }
 
 #[test]

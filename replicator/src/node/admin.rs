@@ -242,6 +242,38 @@ impl Admin for AdminService {
         Ok(Response::new(pb::DeadLettersResponse { letters }))
     }
 
+    async fn retry_dead_letter(
+        &self,
+        request: Request<pb::RetryDeadLetterRequest>,
+    ) -> Result<Response<pb::RetryDeadLetterResponse>, Status> {
+        use crate::sidecar::retry::{RetryError, retry};
+        let id = request.into_inner().id;
+        match retry(&self.core, id).await {
+            Ok((applied, outcome)) => Ok(Response::new(pb::RetryDeadLetterResponse {
+                applied,
+                outcome,
+            })),
+            Err(e @ RetryError::NotFound(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ RetryError::UnknownSource { .. }) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(e @ RetryError::Internal(_)) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn drop_dead_letter(
+        &self,
+        request: Request<pb::DropDeadLetterRequest>,
+    ) -> Result<Response<pb::DropDeadLetterResponse>, Status> {
+        let id = request.into_inner().id;
+        let dropped = self
+            .core
+            .store
+            .remove_dead_letter(DeadLetterId(id))
+            .map_err(internal)?;
+        Ok(Response::new(pb::DropDeadLetterResponse { dropped }))
+    }
+
     async fn set_peer_paused(
         &self,
         request: Request<pb::SetPeerPausedRequest>,

@@ -61,6 +61,11 @@ pub struct Origin<'a> {
     pub source: &'a str,
     /// Unix milliseconds now (the dead letters' timestamp).
     pub now_millis: u64,
+    /// A dead letter retried by an operator, not a record read in stream
+    /// order: its change is ingested, but the item's image is left as it
+    /// is (later records have moved the table on); only its event id is
+    /// remembered, so a second retry is a duplicate.
+    pub late: bool,
 }
 
 /// Classifies `records` (see the module docs). `load` reads an item's
@@ -99,6 +104,11 @@ pub fn classify(
             continue;
         }
         image.remember(event_id);
+        if origin.late {
+            out.changes.push(change);
+            out.from_record.push(index);
+            continue;
+        }
         let removed = parsed.event == EventName::Remove;
         let (old_marker, new_marker) = match marker {
             Some(m) => (
@@ -208,6 +218,7 @@ mod tests {
         let origin = Origin {
             source: "kinesis:carts-changes",
             now_millis: 7,
+            late: false,
         };
         classify(&schema(), Some(&marker()), &origin, records, |_| {
             Ok(TableImage::default())

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use tokio::sync::Notify;
 use tributary_engine::ids::VersionVector;
+use tributary_engine::key::ItemKey;
 
 use crate::node::{Metrics, lock, now_millis};
 
@@ -92,6 +94,9 @@ pub struct SidecarFacts {
     sources: Mutex<BTreeMap<String, SourceReport>>,
     sinks: Mutex<BTreeMap<String, SinkReport>>,
     cursors: Mutex<BTreeMap<String, VersionVector>>,
+    rewrites: Mutex<BTreeMap<String, Vec<ItemKey>>>,
+    /// Wakes the sinks when an item is queued for rewriting.
+    pub wake: Notify,
 }
 
 impl SidecarFacts {
@@ -102,6 +107,8 @@ impl SidecarFacts {
             sources: Mutex::new(BTreeMap::new()),
             sinks: Mutex::new(BTreeMap::new()),
             cursors: Mutex::new(BTreeMap::new()),
+            rewrites: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
         }
     }
 
@@ -217,6 +224,21 @@ impl SidecarFacts {
     /// Every sink's cursor.
     pub fn sink_cursors(&self) -> Vec<VersionVector> {
         lock(&self.cursors).values().cloned().collect()
+    }
+
+    /// Queues `key` for the sink `sink` to write again (a dead letter
+    /// retried by an operator).
+    pub fn request_rewrite(&self, sink: &str, key: ItemKey) {
+        lock(&self.rewrites)
+            .entry(sink.to_owned())
+            .or_default()
+            .push(key);
+        self.wake.notify_waiters();
+    }
+
+    /// The items queued for `sink` to write again.
+    pub fn take_rewrites(&self, sink: &str) -> Vec<ItemKey> {
+        lock(&self.rewrites).remove(sink).unwrap_or_default()
     }
 
     /// Every source's report.

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod facts;
 pub mod image;
 pub mod kinesis;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod streams;

@@ -150,6 +150,15 @@ pub async fn run(core: Arc<Core>, config: DynamoSinkConfig, schema: TableSchema,
             }
             Err(e) => tracing::warn!(sink = %sink.id, error = %e, "reading the log failed"),
         }
+        for key in core.sidecar.take_rewrites(&sink.id) {
+            pending.insert(
+                key,
+                Pending {
+                    backoff: backoff(),
+                    at: Instant::now(),
+                },
+            );
+        }
         // Write what is due, `concurrency` at a time.
         let now = Instant::now();
         let due: Vec<ItemKey> = pending
@@ -194,7 +203,11 @@ pub async fn run(core: Arc<Core>, config: DynamoSinkConfig, schema: TableSchema,
             }
         }
         // Sleep until the log moves, the next retry is due, or shutdown.
-        let next = pending.values().map(|p| p.at).min();
+        let next = pending
+            .values()
+            .map(|p| p.at)
+            .min()
+            .unwrap_or_else(|| Instant::now() + IDLE_WAKE);
         let caught_up = cursor.done == *head.borrow() || !cursor.done.dominated_by(&head.borrow());
         if pending.values().any(|p| p.at <= Instant::now()) || !caught_up {
             continue;
@@ -202,15 +215,9 @@ pub async fn run(core: Arc<Core>, config: DynamoSinkConfig, schema: TableSchema,
         tokio::select! {
             _ = head.changed() => {}
             _ = shutdown.changed() => {}
-            _ = sleep_until(next) => {}
+            () = core.sidecar.wake.notified() => {}
+            () = tokio::time::sleep_until(next) => {}
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -305,6 +305,7 @@ async fn ingest(
     let origin = Origin {
         source: &spec.prefix,
         now_millis: now_millis(),
+        late: false,
     };
     let store = Arc::clone(&core.store);
     let classified = classify(&spec.schema, spec.marker.as_ref(), &origin, records, |key| {

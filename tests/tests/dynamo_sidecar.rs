@@ -16,7 +16,7 @@ const MARKER: &str = "tributary_sink";
 
 /// The sidecar's config for node `i`: the table's stream as source, the
 /// table as sink, both in the node's own region.
-fn sidecar(endpoint: &str, i: usize) -> String {
+fn sidecar(endpoint: &str, i: usize, poll: &str) -> String {
     let region = REGIONS[i];
     format!(
         r#"
@@ -25,7 +25,7 @@ kind = "dynamodb-streams"
 table = "carts"
 aws_region = "{region}"
 endpoint_url = "{endpoint}"
-poll_interval = "50ms"
+poll_interval = "{poll}"
 [[sinks]]
 kind = "dynamodb"
 table = "carts"
@@ -46,6 +46,11 @@ struct World {
 }
 
 fn start() -> World {
+    start_polling(["50ms", "50ms"])
+}
+
+/// [`start`], with each node's source polling at its own interval.
+fn start_polling(polls: [&str; 2]) -> World {
     let moto = Moto::start().expect("moto server");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut clients = Vec::new();
@@ -56,7 +61,12 @@ fn start() -> World {
         clients.push(Client::new(&config));
     }
     let endpoint = moto.endpoint();
-    let cluster = Cluster::start_each(&REGIONS, &[(0, 1)], |i| sidecar(&endpoint, i), |_, _, p| p);
+    let cluster = Cluster::start_each(
+        &REGIONS,
+        &[(0, 1)],
+        |i| sidecar(&endpoint, i, polls[i]),
+        |_, _, p| p,
+    );
     World {
         rt,
         clients,
@@ -312,4 +322,47 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
         );
         assert_eq!(source["dead_letters"], json!(0), "{}: {source}", node.region);
     }
+}
+
+/// The sink's landed writes, from `/metrics` (0 before the first).
+fn sink_written(node: &Node) -> u64 {
+    let needle = "tributary_sink_writes_total{outcome=\"written\",sink=\"sink:dynamodb:carts\"} ";
+    node.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(needle))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_sink_killed_between_its_write_and_seeing_it_never_counts_twice() {
+    // eu-west-1's source polls slowly: after each of its sink's writes
+    // there is a wide window before the write comes back on the stream.
+    let mut world = start_polling(["50ms", "1500ms"]);
+    let mut kills = 0;
+    for i in 0..30 {
+        world.update(0, "hot", "ADD qty :a", &[(":a", n(1))]);
+        if kills < 3 && i % 5 == 4 {
+            // Wait for the sink to land a write, then kill -9 at once:
+            // the write is in the table, its stream record not yet read.
+            wait_for("eu-west-1's sink to write", DEADLINE, || {
+                let written = sink_written(&world.nodes()[1]);
+                if written > 0 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{written} writes"))
+                }
+            });
+            world.cluster.kill9(1);
+            world.cluster.launch(1);
+            kills += 1;
+        }
+    }
+    assert_eq!(kills, 3);
+    world.cluster.wait_converged("the regions to converge after the crashes");
+    world.wait_tables(
+        "both tables to count every increment exactly once",
+        "hot",
+        Some(&json!({"qty": 30})),
+    );
 }

@@ -180,9 +180,21 @@ fn poison_records_are_dead_letters_the_stream_goes_on_and_retry_applies_them() {
 
     // A counter that is not a number (the schema's mistake), then bytes
     // that are not JSON, then good records, one of them delivered twice.
-    world.put(record("e1", "INSERT", "p1", None, Some(json!({"score": {"S": "high"}}))));
+    world.put(record(
+        "e1",
+        "INSERT",
+        "p1",
+        None,
+        Some(json!({"score": {"S": "high"}})),
+    ));
     world.put(b"{not json".to_vec());
-    world.put(record("e3", "INSERT", "p2", None, Some(json!({"v": {"N": "1"}}))));
+    world.put(record(
+        "e3",
+        "INSERT",
+        "p2",
+        None,
+        Some(json!({"v": {"N": "1"}})),
+    ));
     let increment = record(
         "e4",
         "MODIFY",
@@ -193,17 +205,32 @@ fn poison_records_are_dead_letters_the_stream_goes_on_and_retry_applies_them() {
     world.put(increment.clone());
     world.put(increment);
 
-    world.wait_item("the good record to replicate past the poison", "p2", &json!({"v": 1}));
-    world.wait_item("the redelivered increment to count once", "p3", &json!({"qty": 5}));
+    world.wait_item(
+        "the good record to replicate past the poison",
+        "p2",
+        &json!({"v": 1}),
+    );
+    world.wait_item(
+        "the redelivered increment to count once",
+        "p3",
+        &json!({"qty": 5}),
+    );
     let dead = letters(world.source());
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(
-        dead[0]["reason"].as_str().is_some_and(|r| r.contains("score")),
+        dead[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("score")),
         "{dead:?}"
     );
-    assert_eq!(dead[0]["source"], json!("kinesis:scores-changes/shardId-000000000000"));
+    assert_eq!(
+        dead[0]["source"],
+        json!("kinesis:scores-changes/shardId-000000000000")
+    );
     assert!(
-        dead[1]["reason"].as_str().is_some_and(|r| r.contains("not JSON")),
+        dead[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not JSON")),
         "{dead:?}"
     );
     assert_eq!(dead[1]["raw"], json!("{not json"));
@@ -215,9 +242,10 @@ fn poison_records_are_dead_letters_the_stream_goes_on_and_retry_applies_them() {
         "{source}"
     );
     assert!(
-        world.source().metrics().contains(
-            "tributary_dead_letters_total{source=\"kinesis:scores-changes\"} 2"
-        ),
+        world
+            .source()
+            .metrics()
+            .contains("tributary_dead_letters_total{source=\"kinesis:scores-changes\"} 2"),
         "the dead letters are counted on /metrics"
     );
 
@@ -240,13 +268,25 @@ fn poison_records_are_dead_letters_the_stream_goes_on_and_retry_applies_them() {
     }
     let retried = world.source().ctl(&["dlq", "retry", &first, "--json"], "");
     assert_eq!(retried.code, Some(0), "{retried:?}");
-    world.wait_item("the retried record to replicate", "p1", &json!({"score": "high"}));
+    world.wait_item(
+        "the retried record to replicate",
+        "p1",
+        &json!({"score": "high"}),
+    );
     let twice = world.source().ctl(&["dlq", "retry", &first], "");
-    assert_eq!(twice.code, Some(1), "the letter is gone once applied: {twice:?}");
+    assert_eq!(
+        twice.code,
+        Some(1),
+        "the letter is gone once applied: {twice:?}"
+    );
 
     let second = dead[1]["id"].as_u64().expect("id").to_string();
     let still = world.source().ctl(&["dlq", "retry", &second], "");
-    assert_eq!(still.code, Some(1), "bytes that are not JSON never apply: {still:?}");
+    assert_eq!(
+        still.code,
+        Some(1),
+        "bytes that are not JSON never apply: {still:?}"
+    );
     let dropped = world.source().ctl(&["dlq", "drop", &second], "");
     assert_eq!(dropped.code, Some(0), "{dropped:?}");
     assert!(letters(world.source()).is_empty(), "every letter handled");
@@ -289,7 +329,11 @@ fn a_shard_split_mid_run_loses_and_duplicates_nothing() {
             Some(json!({"qty": {"N": (n + 1).to_string()}})),
         ));
     }
-    world.wait_item("every increment across the split, once", "split", &json!({"qty": 20}));
+    world.wait_item(
+        "every increment across the split, once",
+        "split",
+        &json!({"qty": 20}),
+    );
     world.cluster.wait_converged("the regions to converge");
     assert!(letters(world.source()).is_empty());
 }

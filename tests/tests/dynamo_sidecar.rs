@@ -51,6 +51,12 @@ fn start() -> World {
 
 /// [`start`], with each node's source polling at its own interval.
 fn start_polling(polls: [&str; 2]) -> World {
+    launch(|i, endpoint| sidecar(endpoint, i, polls[i]), |_| {})
+}
+
+/// Starts moto, the tables, `prepare` (given the runtime and a client per
+/// region), then the nodes with `config(i, endpoint)`.
+fn launch(config: impl Fn(usize, &str) -> String, prepare: impl FnOnce(&World0)) -> World {
     let moto = Moto::start().expect("moto server");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut clients = Vec::new();
@@ -60,19 +66,22 @@ fn start_polling(polls: [&str; 2]) -> World {
             .expect("create table");
         clients.push(Client::new(&config));
     }
+    let before = World0 { rt, clients };
+    prepare(&before);
     let endpoint = moto.endpoint();
-    let cluster = Cluster::start_each(
-        &REGIONS,
-        &[(0, 1)],
-        |i| sidecar(&endpoint, i, polls[i]),
-        |_, _, p| p,
-    );
+    let cluster = Cluster::start_each(&REGIONS, &[(0, 1)], |i| config(i, &endpoint), |_, _, p| p);
     World {
-        rt,
-        clients,
+        rt: before.rt,
+        clients: before.clients,
         cluster,
         _moto: moto,
     }
+}
+
+/// The tables before the nodes start.
+struct World0 {
+    rt: tokio::runtime::Runtime,
+    clients: Vec<Client>,
 }
 
 fn key(pk: &str) -> [(String, AttributeValue); 2] {
@@ -220,16 +229,17 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
     let (a, b) = (&world.nodes()[0], &world.nodes()[1]);
 
     // An item both regions know, with tag "a", before the race.
-    world.update(0, "u1", "SET color = :a ADD tags :b", &[
-        (":a", AttributeValue::S("grey".into())),
-        (":b", ss(&["a", "b"])),
-    ]);
-    world.update(0, "u2", "SET x = :a", &[(":a", n(1))]);
-    world.wait_tables(
-        "u2 to reach both tables",
-        "u2",
-        Some(&json!({"x": 1})),
+    world.update(
+        0,
+        "u1",
+        "SET color = :a ADD tags :b",
+        &[
+            (":a", AttributeValue::S("grey".into())),
+            (":b", ss(&["a", "b"])),
+        ],
     );
+    world.update(0, "u2", "SET x = :a", &[(":a", n(1))]);
+    world.wait_tables("u2 to reach both tables", "u2", Some(&json!({"x": 1})));
     world.wait_tables(
         "u1 to reach both tables",
         "u1",
@@ -239,17 +249,27 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
     // The race: with shipping paused both ways, each region writes the same
     // items through the AWS SDK, then shipping resumes.
     set_links(&world, "pause");
-    world.update(0, "u1", "SET color = :a ADD qty :b, tags :c", &[
-        (":a", AttributeValue::S("red".into())),
-        (":b", n(2)),
-        (":c", ss(&["d"])),
-    ]);
+    world.update(
+        0,
+        "u1",
+        "SET color = :a ADD qty :b, tags :c",
+        &[
+            (":a", AttributeValue::S("red".into())),
+            (":b", n(2)),
+            (":c", ss(&["d"])),
+        ],
+    );
     world.update(0, "u1", "ADD qty :a", &[(":a", n(3))]);
-    world.update(1, "u1", "SET fit = :a ADD qty :b DELETE tags :c", &[
-        (":a", AttributeValue::S("L".into())),
-        (":b", n(5)),
-        (":c", ss(&["a"])),
-    ]);
+    world.update(
+        1,
+        "u1",
+        "SET fit = :a ADD qty :b DELETE tags :c",
+        &[
+            (":a", AttributeValue::S("L".into())),
+            (":b", n(5)),
+            (":c", ss(&["a"])),
+        ],
+    );
     world.delete(0, "u2");
     world.update(1, "u2", "SET y = :a", &[(":a", n(2))]);
     // Each node has ingested its own region's writes before the links
@@ -288,9 +308,19 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
     // creates an item, AWS one.)
     world.put(0, "barrier-a", 1);
     world.put(1, "barrier-b", 1);
-    world.wait_tables("barrier-a in both tables", "barrier-a", Some(&json!({"v": 1})));
-    world.wait_tables("barrier-b in both tables", "barrier-b", Some(&json!({"v": 1})));
-    world.cluster.wait_converged("the nodes to converge after the barrier");
+    world.wait_tables(
+        "barrier-a in both tables",
+        "barrier-a",
+        Some(&json!({"v": 1})),
+    );
+    world.wait_tables(
+        "barrier-b in both tables",
+        "barrier-b",
+        Some(&json!({"v": 1})),
+    );
+    world
+        .cluster
+        .wait_converged("the nodes to converge after the barrier");
     for node in world.nodes() {
         wait_for("the sinks to have nothing left to write", DEADLINE, || {
             let s = status(node);
@@ -320,7 +350,12 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
             "{}: the source saw the sink's writes as echoes: {source}",
             node.region
         );
-        assert_eq!(source["dead_letters"], json!(0), "{}: {source}", node.region);
+        assert_eq!(
+            source["dead_letters"],
+            json!(0),
+            "{}: {source}",
+            node.region
+        );
     }
 }
 
@@ -359,10 +394,81 @@ fn a_sink_killed_between_its_write_and_seeing_it_never_counts_twice() {
         }
     }
     assert_eq!(kills, 3);
-    world.cluster.wait_converged("the regions to converge after the crashes");
+    world
+        .cluster
+        .wait_converged("the regions to converge after the crashes");
     world.wait_tables(
         "both tables to count every increment exactly once",
         "hot",
         Some(&json!({"qty": 30})),
+    );
+}
+
+#[test]
+fn an_initial_load_takes_a_prepopulated_table_without_counting_its_stream_twice() {
+    const ITEMS: usize = 600;
+    let world = launch(
+        |i, endpoint| {
+            sidecar(endpoint, i, "50ms").replace(
+                "poll_interval = \"50ms\"",
+                "poll_interval = \"50ms\"\ninitial_load = \"items\"",
+            )
+        },
+        |w| {
+            // us-east-1's table holds data before Tributary starts; its
+            // stream holds the writes that made it.
+            for chunk in (0..ITEMS).collect::<Vec<_>>().chunks(25) {
+                let mut req = w.clients[0].batch_write_item();
+                let puts = chunk
+                    .iter()
+                    .map(|i| {
+                        let mut put = aws_sdk_dynamodb::types::PutRequest::builder()
+                            .item("qty", n(*i as i64))
+                            .item("name", AttributeValue::S(format!("n{i}")));
+                        for (k, v) in key(&format!("item-{i}")) {
+                            put = put.item(k, v);
+                        }
+                        aws_sdk_dynamodb::types::WriteRequest::builder()
+                            .put_request(put.build().expect("put"))
+                            .build()
+                    })
+                    .collect();
+                req = req.request_items("carts", puts);
+                w.rt.block_on(req.send()).expect("BatchWriteItem");
+            }
+        },
+    );
+    // The application goes on writing while the load runs.
+    for i in 0..30 {
+        world.update(0, &format!("item-{i}"), "ADD qty :a", &[(":a", n(1000))]);
+    }
+    for i in 0..10 {
+        world.put(0, &format!("late-{i}"), 7);
+        world.delete(0, &format!("item-{}", ITEMS - 1 - i));
+    }
+    wait_for("eu-west-1's table to equal us-east-1's", DEADLINE, || {
+        let (east, west) = (world.table(0), world.table(1));
+        if east.len() == ITEMS && east == west {
+            Ok(Some(east))
+        } else {
+            Err(format!("{} items east, {} west", east.len(), west.len()))
+        }
+    });
+    let east = world.table(0);
+    assert_eq!(east["item-5"], json!({"qty": 1005, "name": "n5"}));
+    assert_eq!(east["item-100"], json!({"qty": 100, "name": "n100"}));
+    assert_eq!(east["late-3"], json!({"v": 7}));
+    assert!(!east.contains_key(&format!("item-{}", ITEMS - 1)));
+    world.cluster.wait_converged("the nodes to converge");
+    let status = status(&world.nodes()[0]);
+    let source = &status["sources"]["dynamodb-streams:carts"];
+    assert_eq!(
+        source["initial_load"],
+        json!(format!("done ({ITEMS} items)")),
+        "{source}"
+    );
+    assert!(
+        source["duplicates"].as_u64() >= Some(ITEMS as u64),
+        "the stream's records from before the scan were skipped: {source}"
     );
 }

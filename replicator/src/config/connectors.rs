@@ -74,10 +74,10 @@ pub struct DynamoStreamsSourceConfig {
     /// How long to wait before polling a shard that returned nothing.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     pub poll_interval: Duration,
-    /// Scan the table into the log when the source starts with no
-    /// checkpoint (initial load); default true.
-    #[serde(default = "yes")]
-    pub initial_load: bool,
+    /// What to do with the table's existing items when the source starts
+    /// with no checkpoint (see [`InitialLoad`]); default `"items"`.
+    #[serde(default)]
+    pub initial_load: InitialLoad,
 }
 
 /// `kind = "kinesis"`.
@@ -96,11 +96,43 @@ pub struct KinesisSourceConfig {
     /// How long to wait before polling a shard that returned nothing.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     pub poll_interval: Duration,
-    /// Scan the table into the log when the source starts with no
-    /// checkpoint (initial load); default true. Needs DynamoDB access to
-    /// the table in `aws_region`.
-    #[serde(default = "yes")]
-    pub initial_load: bool,
+    /// What to do with the table's existing items when the source starts
+    /// with no checkpoint (see [`InitialLoad`]); default `"items"`. Needs
+    /// DynamoDB access to the table in `aws_region`.
+    #[serde(default)]
+    pub initial_load: InitialLoad,
+}
+
+/// `initial_load`: what a source does, on its first start, with the items
+/// the table already holds. The table is scanned once, then the stream is
+/// followed from its oldest record; records from before the scan are
+/// skipped, and those written while it ran apply only where they continue
+/// from what the scan saw (snapshot-then-stream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialLoad {
+    /// Ingest every item as a local write of this region (its counters
+    /// become this region's contribution). For the one region that seeds
+    /// a table's data.
+    #[default]
+    Items,
+    /// Learn what the table holds (for the sink) without ingesting it: for
+    /// a region whose table already holds a copy of what another region
+    /// loads.
+    Image,
+    /// Skip the scan: the table is empty, or its items must not replicate.
+    None,
+}
+
+impl InitialLoad {
+    /// The value as written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitialLoad::Items => "items",
+            InitialLoad::Image => "image",
+            InitialLoad::None => "none",
+        }
+    }
 }
 
 /// One `[[sinks]]` entry.
@@ -154,10 +186,6 @@ fn default_concurrency() -> usize {
     8
 }
 
-fn yes() -> bool {
-    true
-}
-
 fn default_marker() -> AttrName {
     // A valid constant name.
     AttrName::new(DEFAULT_MARKER_ATTRIBUTE).unwrap_or_else(|_| unreachable!())
@@ -177,6 +205,14 @@ impl SourceConfig {
         match self {
             SourceConfig::DynamodbStreams(_) => "dynamodb-streams",
             SourceConfig::Kinesis(_) => "kinesis",
+        }
+    }
+
+    /// Its initial load.
+    pub fn initial_load(&self) -> InitialLoad {
+        match self {
+            SourceConfig::DynamodbStreams(c) => c.initial_load,
+            SourceConfig::Kinesis(c) => c.initial_load,
         }
     }
 
@@ -259,7 +295,10 @@ pub(crate) fn problems(
     for (i, source) in sources.iter().enumerate() {
         let at = format!("sources[{i}]");
         unknown_table(&at, source.table(), out);
-        if let Some(first) = sources[..i].iter().position(|s| s.table() == source.table()) {
+        if let Some(first) = sources[..i]
+            .iter()
+            .position(|s| s.table() == source.table())
+        {
             out.push(Problem::new(
                 format!("{at}.table"),
                 format!(

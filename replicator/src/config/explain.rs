@@ -80,7 +80,11 @@ impl NodeConfig {
         if self.sources.is_empty() {
             writeln!(out, "sources: the admin API's write call only")?;
         } else {
-            writeln!(out, "sources ({}; the admin API's write call too)", self.sources.len())?;
+            writeln!(
+                out,
+                "sources ({}; the admin API's write call too)",
+                self.sources.len()
+            )?;
             for s in &self.sources {
                 let e = s.endpoint();
                 let from = match s {

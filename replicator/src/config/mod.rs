@@ -53,8 +53,8 @@ use tributary_engine::log::LogConfig;
 use tributary_engine::schema::{SchemaError, Schemas};
 
 pub use connectors::{
-    AwsEndpoint, DynamoSinkConfig, DynamoStreamsSourceConfig, KinesisSourceConfig, SinkConfig,
-    SourceConfig,
+    AwsEndpoint, DynamoSinkConfig, DynamoStreamsSourceConfig, InitialLoad, KinesisSourceConfig,
+    SinkConfig, SourceConfig,
 };
 pub use error::{ConfigError, Problem, Problems};
 pub use shipping::ShippingConfig;

@@ -366,7 +366,10 @@ fn sources_and_sinks_parse_by_kind_and_name_the_known_kinds() {
     let err = syntax_error(&format!(
         "{MINIMAL}[[sources]]\nkind = \"kinesis\"\nstream = \"s\"\n"
     ));
-    assert!(err.contains("kind \"kinesis\": missing field `table`"), "{err}");
+    assert!(
+        err.contains("kind \"kinesis\": missing field `table`"),
+        "{err}"
+    );
     let err = syntax_error(&format!("{MINIMAL}[[sinks]]\nkind = \"s3\"\n"));
     assert!(
         err.contains("unknown sink kind \"s3\" (known: dynamodb, postgres)"),
@@ -401,7 +404,11 @@ fn the_dynamodb_sidecar_contract_parses_with_defaults() {
     };
     assert_eq!(src.table.as_str(), "carts");
     assert_eq!(src.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
-    assert!(src.initial_load, "initial load is on by default");
+    assert_eq!(
+        src.initial_load,
+        connectors::InitialLoad::Items,
+        "loads items by default"
+    );
     let [SinkConfig::Dynamodb(sink)] = c.sinks.as_slice() else {
         panic!("one dynamodb sink expected: {:?}", c.sinks);
     };
@@ -416,8 +423,15 @@ fn the_dynamodb_sidecar_contract_parses_with_defaults() {
     let [SourceConfig::Kinesis(k)] = c.sources.as_slice() else {
         panic!("one kinesis source expected: {:?}", c.sources);
     };
-    assert_eq!((k.stream.as_str(), k.poll_interval), ("carts-changes", Duration::from_millis(100)));
-    assert!(c.explain().contains("Kinesis stream carts-changes"), "{}", c.explain());
+    assert_eq!(
+        (k.stream.as_str(), k.poll_interval),
+        ("carts-changes", Duration::from_millis(100))
+    );
+    assert!(
+        c.explain().contains("Kinesis stream carts-changes"),
+        "{}",
+        c.explain()
+    );
 }
 
 #[test]
@@ -441,9 +455,21 @@ fn sources_and_sinks_must_name_configured_tables_once() {
         ],
         "{found:#?}"
     );
-    assert!(found[0].to_string().contains("already has a source"), "{}", found[0]);
-    assert!(found[2].to_string().contains("has no [[tables]] entry"), "{}", found[2]);
-    assert!(found[3].to_string().contains("has a sink but no source"), "{}", found[3]);
+    assert!(
+        found[0].to_string().contains("already has a source"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[2].to_string().contains("has no [[tables]] entry"),
+        "{}",
+        found[2]
+    );
+    assert!(
+        found[3].to_string().contains("has a sink but no source"),
+        "{}",
+        found[3]
+    );
 }
 
 #[test]

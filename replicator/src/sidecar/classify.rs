@@ -66,6 +66,12 @@ pub struct Origin<'a> {
     /// is (later records have moved the table on); only its event id is
     /// remembered, so a second retry is a duplicate.
     pub late: bool,
+    /// The initial load's scan window `[start, end]` (Unix ms, widened by
+    /// the timestamps' precision): a record from before it is already in
+    /// the scanned items; one from within it applies only if it continues
+    /// from the item's image (its old image is the image), else the scan
+    /// already saw it.
+    pub load_window: Option<(u64, u64)>,
 }
 
 /// Classifies `records` (see the module docs). `load` reads an item's
@@ -99,7 +105,7 @@ pub fn classify(
                 images.entry(change.key.clone()).or_insert(loaded)
             }
         };
-        if image.has_seen(event_id) {
+        if image.has_seen(event_id) || reflected_by_load(origin, &parsed, image, schema, marker) {
             out.duplicates += 1;
             continue;
         }
@@ -139,6 +145,39 @@ pub fn classify(
     Ok(out)
 }
 
+/// Whether the initial load's scan already holds this record's effect.
+fn reflected_by_load(
+    origin: &Origin<'_>,
+    record: &ChangeRecord,
+    image: &TableImage,
+    schema: &TableSchema,
+    marker: Option<&AttrName>,
+) -> bool {
+    let (Some((start, end)), Some(at)) = (origin.load_window, record.approximate_creation_millis)
+    else {
+        return false;
+    };
+    if at < start {
+        return true;
+    }
+    if at > end {
+        return false;
+    }
+    let old_attrs = record.old_image.as_ref().map(|old| {
+        old.iter()
+            .filter(|(name, _)| !is_key_or_marker(schema, marker, name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let old_marker = match (marker, &record.old_image) {
+        (Some(m), Some(old)) => old.get(m.as_str()).cloned(),
+        _ => None,
+    };
+    // Continues from the image: apply. Otherwise the scan saw it (or a
+    // later state): skip.
+    !(old_attrs == image.attrs && old_marker == image.marker)
+}
+
 fn is_key_or_marker(schema: &TableSchema, marker: Option<&AttrName>, name: &str) -> bool {
     schema.partition_key().as_str() == name
         || schema.sort_key().is_some_and(|s| s.as_str() == name)
@@ -151,8 +190,8 @@ fn read(
     ignore: &[AttrName],
     bytes: &[u8],
 ) -> Result<(serde_json::Value, ChangeRecord, Change), String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("change record is not JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("change record is not JSON: {e}"))?;
     let parsed = ChangeRecord::from_json(&value).map_err(|e| e.to_string())?;
     let change = derive_change(schema, &parsed, ignore).map_err(|e| e.to_string())?;
     Ok((value, parsed, change))
@@ -219,6 +258,7 @@ mod tests {
             source: "kinesis:carts-changes",
             now_millis: 7,
             late: false,
+            load_window: None,
         };
         classify(&schema(), Some(&marker()), &origin, records, |_| {
             Ok(TableImage::default())
@@ -237,13 +277,21 @@ mod tests {
             ),
         )]);
         assert_eq!(out.changes.len(), 1);
-        assert!(matches!(out.changes[0].ops.as_slice(), [Op::Add { .. }]), "{:?}", out.changes);
+        assert!(
+            matches!(out.changes[0].ops.as_slice(), [Op::Add { .. }]),
+            "{:?}",
+            out.changes
+        );
         let [(_, bytes)] = out.attached.side.as_slice() else {
             panic!("one image expected: {:?}", out.attached.side);
         };
         let image = TableImage::decode(bytes).expect("image");
         let attrs = image.attrs.expect("item exists");
-        assert_eq!(attrs.keys().collect::<Vec<_>>(), ["qty"], "no key, no marker");
+        assert_eq!(
+            attrs.keys().collect::<Vec<_>>(),
+            ["qty"],
+            "no key, no marker"
+        );
         assert_eq!(image.recent, ["e1"]);
     }
 
@@ -261,7 +309,12 @@ mod tests {
         );
         let out = run(&[record(1, sink), record(2, app.clone()), record(3, app)]);
         assert_eq!((out.echoes, out.duplicates), (1, 1));
-        assert_eq!(out.changes.len(), 1, "only the application's write: {:?}", out.changes);
+        assert_eq!(
+            out.changes.len(),
+            1,
+            "only the application's write: {:?}",
+            out.changes
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct SourceReport {
     pub throttled: u64,
     /// The last source-wide error (listing shards, …).
     pub error: Option<String>,
+    /// The initial load's progress, when one ran since start.
+    pub initial_load: Option<String>,
 }
 
 /// One sink, as reported.
@@ -123,6 +125,11 @@ impl SidecarFacts {
     /// A source-wide failure.
     pub fn source_error(&self, source: &str, error: &str) {
         self.source(source, |s| s.error = Some(error.to_owned()));
+    }
+
+    /// The initial load's progress.
+    pub fn load_progress(&self, source: &str, progress: String) {
+        self.source(source, |s| s.initial_load = Some(progress));
     }
 
     /// A shard read failed.

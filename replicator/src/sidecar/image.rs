@@ -117,14 +117,29 @@ mod tests {
     #[test]
     fn sink_writes_grow_the_marker_and_copies_do_not() {
         assert!(is_sink_write(false, None, Some(&n(5))), "first sink write");
-        assert!(is_sink_write(false, Some(&n(5)), Some(&n(9))), "later sink write");
-        assert!(is_sink_write(false, Some(&n(5)), Some(&n(-9))), "delete intent");
+        assert!(
+            is_sink_write(false, Some(&n(5)), Some(&n(9))),
+            "later sink write"
+        );
+        assert!(
+            is_sink_write(false, Some(&n(5)), Some(&n(-9))),
+            "delete intent"
+        );
         assert!(!is_sink_write(false, Some(&n(9)), Some(&n(9))), "untouched");
-        assert!(!is_sink_write(false, Some(&n(9)), Some(&n(5))), "stale copy");
-        assert!(!is_sink_write(false, Some(&n(9)), None), "put without marker");
+        assert!(
+            !is_sink_write(false, Some(&n(9)), Some(&n(5))),
+            "stale copy"
+        );
+        assert!(
+            !is_sink_write(false, Some(&n(9)), None),
+            "put without marker"
+        );
         assert!(!is_sink_write(false, None, None), "no marker at all");
         assert!(is_sink_write(true, Some(&n(-9)), None), "the sink's delete");
-        assert!(!is_sink_write(true, Some(&n(9)), None), "an application delete");
+        assert!(
+            !is_sink_write(true, Some(&n(9)), None),
+            "an application delete"
+        );
         assert!(!is_sink_write(true, None, None), "an application delete");
     }
 

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod facts;
 pub mod image;
 pub mod kinesis;
+pub mod load;
 pub mod retry;
 pub mod sink;
 pub mod source;
@@ -44,14 +45,43 @@ pub fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
         let core = Arc::clone(core);
         tasks.push(tokio::spawn(async move {
             let sdk = aws::sdk_config(&source.endpoint()).await;
+            let (prefix, poll_interval) = match &source {
+                SourceConfig::DynamodbStreams(c) => {
+                    (format!("dynamodb-streams:{}", c.table), c.poll_interval)
+                }
+                SourceConfig::Kinesis(c) => (format!("kinesis:{}", c.stream), c.poll_interval),
+            };
+            let mut spec = source::SourceSpec {
+                prefix,
+                schema,
+                marker,
+                poll_interval,
+                load_window: None,
+            };
+            // A node that started empty ingests nothing before its peers
+            // told it how far its own region's log went (no seq reuse).
+            while let Some(why) = core.write_gate() {
+                core.sidecar.source_error(&spec.prefix, &format!("waiting: {why}"));
+                if core.sleep_or_shutdown(std::time::Duration::from_millis(100)).await {
+                    return;
+                }
+            }
+            let mode = source.initial_load();
+            let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+            spec.load_window = loop {
+                match load::run(&core, &spec, mode, &dynamodb, source.table().as_str()).await {
+                    Ok(window) => break window,
+                    Err(e) => {
+                        core.sidecar.source_error(&spec.prefix, &format!("initial load: {e}"));
+                        tracing::warn!(source = %spec.prefix, error = %e, "initial load failed; retrying");
+                        if core.sleep_or_shutdown(std::time::Duration::from_secs(2)).await {
+                            return;
+                        }
+                    }
+                }
+            };
             match &source {
                 SourceConfig::DynamodbStreams(c) => {
-                    let spec = source::SourceSpec {
-                        prefix: format!("dynamodb-streams:{}", c.table),
-                        schema,
-                        marker,
-                        poll_interval: c.poll_interval,
-                    };
                     let stream = loop {
                         match streams::DynamoStream::open(&sdk, c.table.as_str()).await {
                             Ok(s) => break s,
@@ -67,12 +97,6 @@ pub fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
                     source::run(core, spec, stream).await;
                 }
                 SourceConfig::Kinesis(c) => {
-                    let spec = source::SourceSpec {
-                        prefix: format!("kinesis:{}", c.stream),
-                        schema,
-                        marker,
-                        poll_interval: c.poll_interval,
-                    };
                     source::run(core, spec, kinesis::KinesisStream::new(&sdk, &c.stream)).await;
                 }
             }

@@ -32,7 +32,9 @@ pub enum RetryError {
     #[error("no dead letter with id {0}")]
     NotFound(u64),
     /// The letter's source is not configured (any more).
-    #[error("dead letter {id} came from {from}, which this node's config no longer has; drop it or restore the source")]
+    #[error(
+        "dead letter {id} came from {from}, which this node's config no longer has; drop it or restore the source"
+    )]
     UnknownSource {
         /// The letter.
         id: u64,
@@ -55,12 +57,20 @@ pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryErr
             .ok()
             .and_then(|b| ItemKey::decode(&b).ok())
             .ok_or_else(|| RetryError::Internal(format!("dead letter {id}: bad item key")))?;
-        if !core.config.sinks.iter().any(|s| s.table().as_str() == table) {
+        if !core
+            .config
+            .sinks
+            .iter()
+            .any(|s| s.table().as_str() == table)
+        {
             return Err(RetryError::UnknownSource { id, from: source });
         }
         core.sidecar.request_rewrite(&source, key.clone());
         remove(core, id)?;
-        return Ok((true, format!("item {key} queued for the sink to write again")));
+        return Ok((
+            true,
+            format!("item {key} queued for the sink to write again"),
+        ));
     }
     let (prefix, shard) = source.rsplit_once('/').unwrap_or((source.as_str(), ""));
     let Some(config) = core.config.sources.iter().find(|s| match s {
@@ -92,6 +102,7 @@ pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryErr
         source: prefix,
         now_millis: now_millis(),
         late: true,
+        load_window: None,
     };
     let store = Arc::clone(&core.store);
     let classified = classify(

@@ -313,10 +313,9 @@ async fn save(core: &Core, id: &SourceId, cursor: &Cursor) -> anyhow::Result<()>
 async fn write_item(sink: &Sink, key: &ItemKey) -> Outcome {
     let store = Arc::clone(&sink.core.store);
     let read_key = key.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        store.item_and_side(&read_key, &image_key(&read_key))
-    })
-    .await;
+    let read =
+        tokio::task::spawn_blocking(move || store.item_and_side(&read_key, &image_key(&read_key)))
+            .await;
     let (state, image) = match read {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Outcome::Retry(format!("reading the item: {e}")),
@@ -393,11 +392,17 @@ async fn create(
 ) -> Outcome {
     let mut item = key;
     for (name, value) in doc {
-        item.insert(name.as_str().to_owned(), crate::dynamo::convert::to_sdk(value));
+        item.insert(
+            name.as_str().to_owned(),
+            crate::dynamo::convert::to_sdk(value),
+        );
     }
     item.insert(sink.marker.clone(), AttributeValue::N(token.to_string()));
     let mut names = std::collections::HashMap::new();
-    names.insert("#k".to_owned(), sink.schema.partition_key().as_str().to_owned());
+    names.insert(
+        "#k".to_owned(),
+        sink.schema.partition_key().as_str().to_owned(),
+    );
     let result = sink
         .client
         .put_item()

@@ -101,6 +101,9 @@ pub struct SourceSpec {
     pub marker: Option<AttrName>,
     /// The pause after a read that returned nothing.
     pub poll_interval: Duration,
+    /// The initial load's scan window, if there was one (see
+    /// [`super::classify::Origin::load_window`]).
+    pub load_window: Option<(u64, u64)>,
 }
 
 /// A shard's durable position.
@@ -172,7 +175,10 @@ pub async fn run<S: ShardStream>(core: Arc<Core>, spec: SourceSpec, stream: S) {
                 retry_at: None,
                 done: false,
             });
-            if state.retry_at.is_some_and(|t| t > tokio::time::Instant::now()) {
+            if state
+                .retry_at
+                .is_some_and(|t| t > tokio::time::Instant::now())
+            {
                 continue;
             }
             match step(&core, &spec, &stream, &shard, state).await {
@@ -184,7 +190,8 @@ pub async fn run<S: ShardStream>(core: Arc<Core>, spec: SourceSpec, stream: S) {
                 Err(e) => {
                     let delay = state.backoff.next_delay(rand::random::<f64>());
                     state.retry_at = Some(tokio::time::Instant::now() + delay);
-                    core.sidecar.shard_error(&spec.prefix, &shard, &e.to_string());
+                    core.sidecar
+                        .shard_error(&spec.prefix, &shard, &e.to_string());
                     match &e {
                         StreamError::Trimmed(_) => {
                             tracing::error!(source = %spec.prefix, %shard, error = %e, "records were lost to the stream's retention before this node read them; resuming at the oldest record still there")
@@ -193,7 +200,9 @@ pub async fn run<S: ShardStream>(core: Arc<Core>, spec: SourceSpec, stream: S) {
                             core.sidecar.throttled(&spec.prefix);
                             tracing::debug!(source = %spec.prefix, %shard, error = %e, "throttled")
                         }
-                        _ => tracing::warn!(source = %spec.prefix, %shard, error = %e, "shard read failed; retrying"),
+                        _ => {
+                            tracing::warn!(source = %spec.prefix, %shard, error = %e, "shard read failed; retrying")
+                        }
                     }
                 }
             }
@@ -306,14 +315,21 @@ async fn ingest(
         source: &spec.prefix,
         now_millis: now_millis(),
         late: false,
+        load_window: spec.load_window,
     };
     let store = Arc::clone(&core.store);
-    let classified = classify(&spec.schema, spec.marker.as_ref(), &origin, records, |key| {
-        Ok(match store.side(&image_key(key))? {
-            Some(bytes) => TableImage::decode(&bytes).unwrap_or_default(),
-            None => TableImage::default(),
-        })
-    })
+    let classified = classify(
+        &spec.schema,
+        spec.marker.as_ref(),
+        &origin,
+        records,
+        |key| {
+            Ok(match store.side(&image_key(key))? {
+                Some(bytes) => TableImage::decode(&bytes).unwrap_or_default(),
+                None => TableImage::default(),
+            })
+        },
+    )
     .map_err(|e| StreamError::Other(format!("reading table images: {e}")))?;
     let dead = classified.attached.dead_letters.len() as u64;
     let from_record = classified.from_record;

@@ -71,7 +71,11 @@ impl ShardStream for DynamoStream {
                 if let Some(id) = shard.shard_id() {
                     out.push(ShardInfo {
                         id: id.to_owned(),
-                        parents: shard.parent_shard_id().map(str::to_owned).into_iter().collect(),
+                        parents: shard
+                            .parent_shard_id()
+                            .map(str::to_owned)
+                            .into_iter()
+                            .collect(),
                     });
                 }
             }
@@ -158,10 +162,7 @@ pub fn record_json(r: &Record) -> Value {
     let mut dynamodb = Map::new();
     if let Some(d) = r.dynamodb() {
         if let Some(t) = d.approximate_creation_date_time() {
-            dynamodb.insert(
-                "ApproximateCreationDateTime".into(),
-                json!(t.as_secs_f64()),
-            );
+            dynamodb.insert("ApproximateCreationDateTime".into(), json!(t.as_secs_f64()));
         }
         for (name, image) in [
             ("Keys", d.keys()),

@@ -46,10 +46,9 @@ pub use reads::{
     truncate_removes_a_prefix_up_to_applied,
 };
 pub use writes::{
-    side_state_and_dead_letters_commit_with_the_batch,
     applied_and_hlc_never_go_backwards, commit_is_atomic_and_visible,
     concurrent_readers_see_whole_batches, empty_batch_changes_nothing,
-    failed_writes_leave_nothing_behind,
+    failed_writes_leave_nothing_behind, side_state_and_dead_letters_commit_with_the_batch,
 };
 
 use super::{Durability, LogStore};

@@ -89,17 +89,32 @@ pub fn side_state_and_dead_letters_commit_with_the_batch<H: StoreHarness>(h: &mu
     let item = batch.entries[0].key.clone();
     batch.side = vec![(b"img/1".to_vec(), b"first".to_vec())];
     batch.dead_letters = vec![letter(2), letter(3)];
-    ok(store.commit(&batch), "commit with side state and dead letters");
+    ok(
+        store.commit(&batch),
+        "commit with side state and dead letters",
+    );
     assert_eq!(
         ok(store.side(b"img/1"), "side"),
         Some(b"first".to_vec()),
         "a committed side value must be readable"
     );
-    assert_eq!(ok(store.side(b"img/2"), "side"), None, "no value was written there");
+    assert_eq!(
+        ok(store.side(b"img/2"), "side"),
+        None,
+        "no value was written there"
+    );
     let letters = ok(store.dead_letters(None, 10), "dead letters");
     let ids: Vec<u64> = letters.iter().map(|(id, _)| id.0).collect();
-    assert_eq!(ids, vec![1, 2, 3], "dead letters of a commit take the next ids");
-    assert_eq!(letters[2].1, letter(3), "a committed dead letter reads back whole");
+    assert_eq!(
+        ids,
+        vec![1, 2, 3],
+        "dead letters of a commit take the next ids"
+    );
+    assert_eq!(
+        letters[2].1,
+        letter(3),
+        "a committed dead letter reads back whole"
+    );
     let mut next = ingest("a", 2);
     next.side = vec![(b"img/1".to_vec(), b"second".to_vec())];
     ok(store.commit(&next), "second commit");
@@ -109,8 +124,14 @@ pub fn side_state_and_dead_letters_commit_with_the_batch<H: StoreHarness>(h: &mu
         (true, Some(b"second".to_vec())),
         "item_and_side must see the item and the newest side value"
     );
-    ok(store.put_dead_letter(&letter(4)), "dead letter after the commit");
-    let last = ok(store.dead_letters(Some(DeadLetterId(3)), 10), "dead letters after 3");
+    ok(
+        store.put_dead_letter(&letter(4)),
+        "dead letter after the commit",
+    );
+    let last = ok(
+        store.dead_letters(Some(DeadLetterId(3)), 10),
+        "dead letters after 3",
+    );
     assert_eq!(
         last.iter().map(|(id, _)| id.0).collect::<Vec<_>>(),
         vec![4],

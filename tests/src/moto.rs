@@ -291,3 +291,17 @@ pub async fn create_kinesis_stream(
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// An SDK timestamp as a `SystemTime`.
+pub fn system_time(t: &aws_sdk_dynamodb::primitives::DateTime) -> std::time::SystemTime {
+    std::time::SystemTime::try_from(*t).expect("timestamp in SystemTime's range")
+}
+
+/// Waits (yielding) until the local clock — moto's clock too, on this
+/// machine — is past `t` by more than `by`: timestamps taken after that
+/// are strictly later than `t` even at millisecond precision.
+pub async fn clock_past(t: std::time::SystemTime, by: std::time::Duration) {
+    while std::time::SystemTime::now() <= t + by {
+        tokio::task::yield_now().await;
+    }
+}

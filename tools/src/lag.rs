@@ -8,6 +8,7 @@
 //! greater than `--max-records`, or `oldest_pending_seconds` greater than
 //! `--max-seconds`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -22,6 +23,63 @@ pub struct LagReport {
     pub region: String,
     /// One entry per configured peer.
     pub peers: Vec<PeerLag>,
+    /// Per change-stream source (absent from nodes without one).
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceLag>,
+    /// Per sink (absent from nodes without one).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkLag>,
+}
+
+/// A source: its shards and what it dead-lettered.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct SourceLag {
+    /// Per shard.
+    #[serde(default)]
+    pub shards: BTreeMap<String, ShardLag>,
+    /// Records dead-lettered since the node started.
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// The last source-wide error.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A shard's position and lag behind the stream.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct ShardLag {
+    /// The last record read.
+    #[serde(default)]
+    pub last_offset: Option<String>,
+    /// How far the last read was behind the stream's tip (Kinesis).
+    #[serde(default)]
+    pub millis_behind: Option<i64>,
+    /// Closed and read to its end.
+    #[serde(default)]
+    pub finished: bool,
+    /// The last read's error.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A sink's backlog and failures.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct SinkLag {
+    /// Items still to write.
+    #[serde(default)]
+    pub backlog: u64,
+    /// Writes retried since start.
+    #[serde(default)]
+    pub retries: u64,
+    /// Writes whose condition failed (retried) since start.
+    #[serde(default)]
+    pub conflicts: u64,
+    /// Items dead-lettered since start.
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// The last error.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// What a node still has to ship to one peer.
@@ -106,6 +164,60 @@ impl LagReport {
         out.push_str(&table.render(0));
         if self.peers.is_empty() {
             out.push_str("(no peers)\n");
+        }
+        if !self.sources.is_empty() {
+            let mut sources = Table::new([
+                "SOURCE",
+                "SHARD",
+                "LAST-OFFSET",
+                "BEHIND(ms)",
+                "DEAD-LETTERS",
+                "ERROR",
+            ]);
+            for (name, source) in &self.sources {
+                sources.row([
+                    name.clone(),
+                    "*".to_owned(),
+                    String::new(),
+                    String::new(),
+                    source.dead_letters.to_string(),
+                    source.error.clone().unwrap_or_default(),
+                ]);
+                for (shard, s) in &source.shards {
+                    sources.row([
+                        format!("  {name}"),
+                        shard.clone(),
+                        s.last_offset.clone().unwrap_or_else(|| "-".to_owned())
+                            + if s.finished { " (end)" } else { "" },
+                        s.millis_behind
+                            .map_or_else(|| "-".to_owned(), |m| m.to_string()),
+                        String::new(),
+                        s.error.clone().unwrap_or_default(),
+                    ]);
+                }
+            }
+            out.push_str(&sources.render(0));
+        }
+        if !self.sinks.is_empty() {
+            let mut sinks = Table::new([
+                "SINK",
+                "BACKLOG",
+                "RETRIES",
+                "CONFLICTS",
+                "DEAD-LETTERS",
+                "ERROR",
+            ]);
+            for (name, s) in &self.sinks {
+                sinks.row([
+                    name.clone(),
+                    s.backlog.to_string(),
+                    s.retries.to_string(),
+                    s.conflicts.to_string(),
+                    s.dead_letters.to_string(),
+                    s.error.clone().unwrap_or_default(),
+                ]);
+            }
+            out.push_str(&sinks.render(0));
         }
         out
     }
@@ -294,10 +406,38 @@ mod tests {
     }
 
     #[test]
+    fn sources_and_sinks_follow_the_peers() -> Result<(), serde_json::Error> {
+        let report = LagReport::parse(
+            r#"{"region":"us-east-1","peers":[],
+                "sources":{"kinesis:carts":{"shards":{"shardId-0":{"last_offset":"49","millis_behind":1200,"finished":false,"records":3}},"dead_letters":2,"echoes":5}},
+                "sinks":{"sink:dynamodb:carts":{"backlog":4,"retries":1,"conflicts":3,"dead_letters":0,"written":9}}}"#,
+        )?;
+        let text = report.render();
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        assert!(
+            lines.contains(&"kinesis:carts    *                         2"),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("  kinesis:carts  shardId-0  49") && l.contains("1200")),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"sink:dynamodb:carts  4        1        3          0"),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn no_peers_is_said() {
         let empty = LagReport {
             region: "r".to_owned(),
             peers: Vec::new(),
+            sources: BTreeMap::new(),
+            sinks: BTreeMap::new(),
         };
         assert!(empty.render().ends_with("(no peers)\n"));
     }

@@ -499,3 +499,18 @@ fn explain_names_tables_policies_and_effective_values() {
     assert!(lone.contains("peers: none"), "{lone}");
     assert!(lone.contains("metrics_listen  none"), "{lone}");
 }
+
+#[test]
+fn the_dynamodb_examples_are_valid_twins() {
+    let east = NodeConfig::from_toml_str(include_str!("../../examples/dynamodb-us-east-1.toml"))
+        .expect("the us-east-1 example is valid");
+    let west = NodeConfig::from_toml_str(include_str!("../../examples/dynamodb-eu-west-1.toml"))
+        .expect("the eu-west-1 example is valid");
+    assert_eq!(east.peers[0].region, west.region);
+    assert_eq!(west.peers[0].region, east.region);
+    assert_eq!(
+        east.tables, west.tables,
+        "both regions merge with the same schema"
+    );
+    assert_eq!((east.sources.len(), east.sinks.len()), (1, 1));
+}

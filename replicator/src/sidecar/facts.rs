@@ -66,6 +66,9 @@ pub struct SourceReport {
     pub dead_letters: u64,
     /// Reads throttled since start.
     pub throttled: u64,
+    /// Times records were found trimmed (lost to the stream's retention
+    /// before this node read them) since start.
+    pub trimmed: u64,
     /// The last source-wide error (listing shards, …).
     pub error: Option<String>,
     /// The initial load's progress, when one ran since start.
@@ -137,6 +140,15 @@ impl SidecarFacts {
         self.source(source, |s| {
             s.shards.entry(shard.to_owned()).or_default().error = Some(error.to_owned());
         });
+    }
+
+    /// Records were lost to the stream's retention before they were read.
+    pub fn trimmed(&self, source: &str) {
+        self.source(source, |s| s.trimmed += 1);
+        self.metrics
+            .source_records
+            .with_label_values(&[source, "trimmed"])
+            .inc();
     }
 
     /// A read was throttled.

@@ -131,6 +131,9 @@ struct ShardRun {
     backoff: Backoff,
     retry_at: Option<tokio::time::Instant>,
     done: bool,
+    /// The records after the checkpoint were trimmed: read from the oldest
+    /// record still there.
+    from_oldest: bool,
 }
 
 /// Runs a source until the node shuts down.
@@ -174,6 +177,7 @@ pub async fn run<S: ShardStream>(core: Arc<Core>, spec: SourceSpec, stream: S) {
                 backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
                 retry_at: None,
                 done: false,
+                from_oldest: false,
             });
             if state
                 .retry_at
@@ -194,6 +198,7 @@ pub async fn run<S: ShardStream>(core: Arc<Core>, spec: SourceSpec, stream: S) {
                         .shard_error(&spec.prefix, &shard, &e.to_string());
                     match &e {
                         StreamError::Trimmed(_) => {
+                            core.sidecar.trimmed(&spec.prefix);
                             tracing::error!(source = %spec.prefix, %shard, error = %e, "records were lost to the stream's retention before this node read them; resuming at the oldest record still there")
                         }
                         StreamError::Throttled(_) => {
@@ -224,12 +229,19 @@ async fn wait(shutdown: &mut tokio::sync::watch::Receiver<bool>, delay: Duration
 /// The shards to read now: not finished, and every parent still listed
 /// is finished.
 fn ready_shards(core: &Core, spec: &SourceSpec, shards: &[ShardInfo]) -> Vec<String> {
-    let listed: BTreeSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
-    let position = |shard: &str| {
+    ready(shards, |shard| {
         let id = SourceId::new(format!("{}/{shard}", spec.prefix)).ok();
         let c = id.and_then(|id| core.store.checkpoint(&id).ok().flatten());
         Position::parse(c.as_ref())
-    };
+    })
+}
+
+/// [`ready_shards`] given each shard's position: a shard is read once it
+/// is not at its end and every parent the stream still lists is (parents
+/// before children, so an item's records stay in order across a split or
+/// a merge; a parent past the stream's retention is no longer listed).
+fn ready(shards: &[ShardInfo], position: impl Fn(&str) -> Position) -> Vec<String> {
+    let listed: BTreeSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
     shards
         .iter()
         .filter(|s| position(&s.id) != Position::End)
@@ -264,14 +276,29 @@ async fn step<S: ShardStream>(
                     state.done = true;
                     return Ok(false);
                 }
+                Position::After(_) if state.from_oldest => {
+                    let it = stream.iterator(shard, None).await?;
+                    state.from_oldest = false;
+                    it
+                }
                 Position::Start => stream.iterator(shard, None).await?,
-                Position::After(seq) => stream.iterator(shard, Some(&seq)).await?,
+                Position::After(seq) => match stream.iterator(shard, Some(&seq)).await {
+                    Err(e @ StreamError::Trimmed(_)) => {
+                        state.from_oldest = true;
+                        return Err(e);
+                    }
+                    other => other?,
+                },
             }
         }
     };
     let batch = match stream.read(shard, &iterator).await {
         Ok(b) => b,
         Err(StreamError::Expired) => return Err(StreamError::Expired),
+        Err(e @ StreamError::Trimmed(_)) => {
+            state.from_oldest = true;
+            return Err(e);
+        }
         Err(e) => {
             state.iterator = Some(iterator);
             return Err(e);
@@ -373,4 +400,53 @@ async fn ingest(
         .with_label_values(&[&spec.prefix])
         .inc_by(dead + refused);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parents: &[&str]) -> ShardInfo {
+        ShardInfo {
+            id: id.to_owned(),
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn children_wait_for_every_listed_parent_to_end() {
+        // 0 split into 1 and 2; 1 and 2 merged into 3; 4 has an expired
+        // parent.
+        let shards = [
+            shard("0", &[]),
+            shard("1", &["0"]),
+            shard("2", &["0"]),
+            shard("3", &["1", "2"]),
+            shard("4", &["gone"]),
+        ];
+        let at = |ends: &'static [&'static str]| {
+            move |s: &str| {
+                if ends.contains(&s) {
+                    Position::End
+                } else {
+                    Position::After("7".into())
+                }
+            }
+        };
+        assert_eq!(ready(&shards, at(&[])), ["0", "4"]);
+        assert_eq!(ready(&shards, at(&["0"])), ["1", "2", "4"]);
+        assert_eq!(ready(&shards, at(&["0", "1"])), ["2", "4"]);
+        assert_eq!(ready(&shards, at(&["0", "1", "2", "4"])), ["3"]);
+    }
+
+    #[test]
+    fn checkpoints_parse_to_positions() {
+        let c = |s: &str| Some(Checkpoint(s.to_owned()));
+        assert_eq!(Position::parse(None), Position::Start);
+        assert_eq!(Position::parse(c("end").as_ref()), Position::End);
+        assert_eq!(
+            Position::parse(c("after:49590").as_ref()),
+            Position::After("49590".into())
+        );
+    }
 }

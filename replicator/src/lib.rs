@@ -9,5 +9,6 @@ pub mod demo;
 pub mod dynamo;
 pub mod link;
 pub mod node;
+pub mod postgres;
 pub mod sidecar;
 pub mod wire;

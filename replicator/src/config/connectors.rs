@@ -17,8 +17,19 @@
 //!
 //! The keys above are a contract with operators' scripts (extended, never
 //! renamed). Credentials come from the AWS default chain (environment,
-//! profile, instance role). `postgres` is a planned kind: it is recognised
-//! and refused with a clear message until it is built.
+//! profile, instance role).
+//!
+//! ```toml
+//! [[sources]]
+//! kind = "postgres"
+//! dsn = "host=127.0.0.1 port=5433 user=postgres dbname=app"
+//! table = "carts"                    # its merge schema is the [[tables]] entry of the same name
+//! slot = "tributary_us_east_1"       # created if missing
+//! [[sinks]]
+//! kind = "postgres"
+//! dsn = "host=127.0.0.1 port=5433 user=postgres dbname=app"
+//! table = "carts"
+//! ```
 
 use std::time::Duration;
 
@@ -34,9 +45,6 @@ pub const SOURCE_KINDS: &[&str] = &["dynamodb-streams", "kinesis", "postgres"];
 
 /// The sink kinds the design plans (DESIGN §5).
 pub const SINK_KINDS: &[&str] = &["dynamodb", "postgres"];
-
-/// Kinds recognised but not built yet.
-const PLANNED: &[&str] = &["postgres"];
 
 /// The marker attribute's default name (see [`DynamoSinkConfig`]).
 pub const DEFAULT_MARKER_ATTRIBUTE: &str = "tributary_sink";
@@ -58,6 +66,25 @@ pub enum SourceConfig {
     DynamodbStreams(DynamoStreamsSourceConfig),
     /// `kind = "kinesis"`: a Kinesis data stream of DynamoDB change records.
     Kinesis(KinesisSourceConfig),
+    /// `kind = "postgres"`: a table's logical decoding (wal2json) from a
+    /// replication slot.
+    Postgres(PostgresSourceConfig),
+}
+
+/// `kind = "postgres"` source.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// libpq connection string (`host=… port=… user=… dbname=…`).
+    pub dsn: String,
+    /// The PostgreSQL table (schema `public` unless qualified); its merge
+    /// schema is the `[[tables]]` entry of the same name.
+    pub table: TableName,
+    /// The logical replication slot, created if missing.
+    pub slot: String,
+    /// How long to wait before polling the slot again when it had nothing.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    pub poll_interval: Duration,
 }
 
 /// `kind = "dynamodb-streams"`.
@@ -140,6 +167,38 @@ impl InitialLoad {
 pub enum SinkConfig {
     /// `kind = "dynamodb"`: writes merged results back to a table.
     Dynamodb(DynamoSinkConfig),
+    /// `kind = "postgres"`: writes merged results back to a table.
+    Postgres(PostgresSinkConfig),
+}
+
+/// `kind = "postgres"` sink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// libpq connection string.
+    pub dsn: String,
+    /// The PostgreSQL table.
+    pub table: TableName,
+    /// The replication origin the sink's transactions are tagged with (the
+    /// table's source skips them: no echo); default
+    /// `tributary_<table>`.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// The first retry delay of a failed write (then doubled, full jitter).
+    #[serde(default = "default_retry_initial", deserialize_with = "duration")]
+    pub retry_backoff_initial: Duration,
+    /// The largest retry delay.
+    #[serde(default = "default_retry_max", deserialize_with = "duration")]
+    pub retry_backoff_max: Duration,
+}
+
+impl PostgresSinkConfig {
+    /// The replication origin's name.
+    pub fn origin_name(&self) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| format!("tributary_{}", self.table))
+    }
 }
 
 /// `kind = "dynamodb"`.
@@ -197,6 +256,7 @@ impl SourceConfig {
         match self {
             SourceConfig::DynamodbStreams(c) => &c.table,
             SourceConfig::Kinesis(c) => &c.table,
+            SourceConfig::Postgres(c) => &c.table,
         }
     }
 
@@ -205,26 +265,39 @@ impl SourceConfig {
         match self {
             SourceConfig::DynamodbStreams(_) => "dynamodb-streams",
             SourceConfig::Kinesis(_) => "kinesis",
+            SourceConfig::Postgres(_) => "postgres",
         }
     }
 
-    /// Its initial load.
+    /// Its initial load (PostgreSQL sources have none yet).
     pub fn initial_load(&self) -> InitialLoad {
         match self {
             SourceConfig::DynamodbStreams(c) => c.initial_load,
             SourceConfig::Kinesis(c) => c.initial_load,
+            SourceConfig::Postgres(_) => InitialLoad::None,
         }
     }
 
-    /// Where its AWS clients connect.
-    pub fn endpoint(&self) -> AwsEndpoint {
+    /// Where its AWS clients connect (`None` for PostgreSQL).
+    pub fn endpoint(&self) -> Option<AwsEndpoint> {
         let (aws_region, endpoint_url) = match self {
             SourceConfig::DynamodbStreams(c) => (&c.aws_region, &c.endpoint_url),
             SourceConfig::Kinesis(c) => (&c.aws_region, &c.endpoint_url),
+            SourceConfig::Postgres(_) => return None,
         };
-        AwsEndpoint {
+        Some(AwsEndpoint {
             aws_region: aws_region.clone(),
             endpoint_url: endpoint_url.clone(),
+        })
+    }
+
+    /// The id prefix of its checkpoints and dead letters
+    /// (`dynamodb-streams:TABLE`, `kinesis:STREAM`, `postgres:SLOT`).
+    pub fn prefix(&self) -> String {
+        match self {
+            SourceConfig::DynamodbStreams(c) => format!("dynamodb-streams:{}", c.table),
+            SourceConfig::Kinesis(c) => format!("kinesis:{}", c.stream),
+            SourceConfig::Postgres(c) => format!("postgres:{}", c.slot),
         }
     }
 }
@@ -234,6 +307,7 @@ impl SinkConfig {
     pub fn table(&self) -> &TableName {
         match self {
             SinkConfig::Dynamodb(c) => &c.table,
+            SinkConfig::Postgres(c) => &c.table,
         }
     }
 
@@ -241,7 +315,22 @@ impl SinkConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::Dynamodb(_) => "dynamodb",
+            SinkConfig::Postgres(_) => "postgres",
         }
+    }
+
+    /// The DynamoDB sink's marker attribute (none for PostgreSQL, whose
+    /// sink is recognised by its replication origin).
+    pub fn marker(&self) -> Option<&AttrName> {
+        match self {
+            SinkConfig::Dynamodb(c) => Some(&c.marker_attribute),
+            SinkConfig::Postgres(_) => None,
+        }
+    }
+
+    /// The id of its cursor and dead letters.
+    pub fn id(&self) -> String {
+        format!("sink:{}:{}", self.kind(), self.table())
     }
 }
 
@@ -308,13 +397,25 @@ pub(crate) fn problems(
                 "follow each table through one change stream (two would ingest every change twice)",
             ));
         }
-        let endpoint = source.endpoint();
-        endpoint_problems(
-            &at,
-            &endpoint.aws_region,
-            endpoint.endpoint_url.as_deref(),
-            out,
-        );
+        if let Some(endpoint) = source.endpoint() {
+            endpoint_problems(
+                &at,
+                &endpoint.aws_region,
+                endpoint.endpoint_url.as_deref(),
+                out,
+            );
+        }
+        if let SourceConfig::Postgres(p) = source {
+            if p.dsn.is_empty() {
+                out.push(Problem::new(format!("{at}.dsn"), "is empty", "give the libpq connection string, e.g. \"host=127.0.0.1 port=5432 user=postgres dbname=app\""));
+            }
+            let valid = !p.slot.is_empty()
+                && p.slot.len() <= 63
+                && p.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                out.push(Problem::new(format!("{at}.slot"), format!("{:?} is not a valid slot name", p.slot), "use 1-63 lower-case letters, digits and underscores"));
+            }
+        }
         if let SourceConfig::Kinesis(k) = source
             && k.stream.is_empty()
         {
@@ -342,7 +443,15 @@ pub(crate) fn problems(
                 "add a [[sources]] entry for the table's change stream (dynamodb-streams or kinesis): the sink learns what the table holds, and recognises its own writes, from it",
             ));
         }
-        let SinkConfig::Dynamodb(d) = sink;
+        let d = match sink {
+            SinkConfig::Dynamodb(d) => d,
+            SinkConfig::Postgres(p) => {
+                if p.dsn.is_empty() {
+                    out.push(Problem::new(format!("{at}.dsn"), "is empty", "give the libpq connection string"));
+                }
+                continue;
+            }
+        };
         endpoint_problems(&at, &d.aws_region, d.endpoint_url.as_deref(), out);
         if d.concurrency == 0 {
             out.push(Problem::new(
@@ -384,11 +493,6 @@ fn split_kind<'de, D: Deserializer<'de>>(
             )));
         }
     };
-    if PLANNED.contains(&kind.as_str()) {
-        return Err(D::Error::custom(format!(
-            "{what} kind {kind:?} is not built yet; remove this entry (see the Sources and sinks issue)"
-        )));
-    }
     if !known.contains(&kind.as_str()) {
         return Err(D::Error::custom(format!(
             "unknown {what} kind {kind:?} (known: {known_list})"
@@ -411,6 +515,7 @@ impl<'de> Deserialize<'de> for SourceConfig {
         let (kind, table) = split_kind(d, "source", SOURCE_KINDS)?;
         match kind.as_str() {
             "dynamodb-streams" => entry(&kind, table).map(SourceConfig::DynamodbStreams),
+            "postgres" => entry(&kind, table).map(SourceConfig::Postgres),
             _ => entry(&kind, table).map(SourceConfig::Kinesis),
         }
     }
@@ -419,6 +524,9 @@ impl<'de> Deserialize<'de> for SourceConfig {
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (kind, table) = split_kind(d, "sink", SINK_KINDS)?;
-        entry(&kind, table).map(SinkConfig::Dynamodb)
+        match kind.as_str() {
+            "postgres" => entry(&kind, table).map(SinkConfig::Postgres),
+            _ => entry(&kind, table).map(SinkConfig::Dynamodb),
+        }
     }
 }

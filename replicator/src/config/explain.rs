@@ -86,22 +86,26 @@ impl NodeConfig {
                 self.sources.len()
             )?;
             for s in &self.sources {
-                let e = s.endpoint();
                 let from = match s {
                     super::SourceConfig::DynamodbStreams(_) => "its DynamoDB stream".to_owned(),
                     super::SourceConfig::Kinesis(k) => format!("Kinesis stream {}", k.stream),
+                    super::SourceConfig::Postgres(p) => {
+                        format!("logical decoding slot {} ({})", p.slot, p.dsn)
+                    }
                 };
-                writeln!(
-                    out,
-                    "  {} {}  table {} from {from} in {}{}",
-                    s.kind(),
-                    s.table(),
-                    s.table(),
-                    e.aws_region,
-                    e.endpoint_url
-                        .map(|u| format!(" at {u}"))
-                        .unwrap_or_default()
-                )?;
+                let at = s
+                    .endpoint()
+                    .map(|e| {
+                        format!(
+                            " in {}{}",
+                            e.aws_region,
+                            e.endpoint_url
+                                .map(|u| format!(" at {u}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                writeln!(out, "  {} {}  from {from}{at}", s.kind(), s.table())?;
             }
         }
         if self.sinks.is_empty() {
@@ -109,7 +113,19 @@ impl NodeConfig {
         } else {
             writeln!(out, "sinks ({})", self.sinks.len())?;
             for s in &self.sinks {
-                let super::SinkConfig::Dynamodb(d) = s;
+                let d = match s {
+                    super::SinkConfig::Dynamodb(d) => d,
+                    super::SinkConfig::Postgres(p) => {
+                        writeln!(
+                            out,
+                            "  postgres {}  ({})  replication origin {}",
+                            p.table,
+                            p.dsn,
+                            p.origin_name()
+                        )?;
+                        continue;
+                    }
+                };
                 writeln!(
                     out,
                     "  dynamodb {}  in {}{}  marker attribute {}",

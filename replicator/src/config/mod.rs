@@ -54,7 +54,7 @@ use tributary_engine::schema::{SchemaError, Schemas};
 
 pub use connectors::{
     AwsEndpoint, DynamoSinkConfig, DynamoStreamsSourceConfig, InitialLoad, KinesisSourceConfig,
-    SinkConfig, SourceConfig,
+    PostgresSinkConfig, PostgresSourceConfig, SinkConfig, SourceConfig,
 };
 pub use error::{ConfigError, Problem, Problems};
 pub use shipping::ShippingConfig;

@@ -18,6 +18,7 @@ pub mod kinesis;
 pub mod load;
 pub mod retry;
 pub mod sink;
+pub mod sink_loop;
 pub mod source;
 pub mod streams;
 
@@ -36,21 +37,34 @@ pub fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
         let Some(schema) = schemas.get(source.table()).cloned() else {
             continue;
         };
-        let marker = core.config.sinks.iter().find_map(|s| match s {
-            SinkConfig::Dynamodb(d) if d.table == *source.table() => {
-                Some(d.marker_attribute.clone())
+        let marker = core
+            .config
+            .sinks
+            .iter()
+            .filter(|s| s.table() == source.table())
+            .find_map(|s| s.marker().cloned());
+        let (endpoint, poll_interval) = match &source {
+            SourceConfig::DynamodbStreams(c) => (source.endpoint(), c.poll_interval),
+            SourceConfig::Kinesis(c) => (source.endpoint(), c.poll_interval),
+            SourceConfig::Postgres(c) => {
+                let sink_origin = core.config.sinks.iter().find_map(|s| match s {
+                    SinkConfig::Postgres(p) if p.table == c.table => Some(p.origin_name()),
+                    _ => None,
+                });
+                tasks.push(tokio::spawn(crate::postgres::source::run(
+                    Arc::clone(core),
+                    c.clone(),
+                    schema,
+                    sink_origin,
+                )));
+                continue;
             }
-            SinkConfig::Dynamodb(_) => None,
-        });
+        };
+        let Some(endpoint) = endpoint else { continue };
+        let prefix = source.prefix();
         let core = Arc::clone(core);
         tasks.push(tokio::spawn(async move {
-            let sdk = aws::sdk_config(&source.endpoint()).await;
-            let (prefix, poll_interval) = match &source {
-                SourceConfig::DynamodbStreams(c) => {
-                    (format!("dynamodb-streams:{}", c.table), c.poll_interval)
-                }
-                SourceConfig::Kinesis(c) => (format!("kinesis:{}", c.stream), c.poll_interval),
-            };
+            let sdk = aws::sdk_config(&endpoint).await;
             let mut spec = source::SourceSpec {
                 prefix,
                 schema,
@@ -99,13 +113,25 @@ pub fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
                 SourceConfig::Kinesis(c) => {
                     source::run(core, spec, kinesis::KinesisStream::new(&sdk, &c.stream)).await;
                 }
+                // Started above.
+                SourceConfig::Postgres(_) => {}
             }
         }));
     }
     for sink in core.config.sinks.clone() {
-        let SinkConfig::Dynamodb(config) = sink;
-        let Some(schema) = schemas.get(&config.table).cloned() else {
+        let Some(schema) = schemas.get(sink.table()).cloned() else {
             continue;
+        };
+        let config = match sink {
+            SinkConfig::Dynamodb(config) => config,
+            SinkConfig::Postgres(config) => {
+                tasks.push(tokio::spawn(crate::postgres::sink::run(
+                    Arc::clone(core),
+                    config,
+                    schema,
+                )));
+                continue;
+            }
         };
         let core = Arc::clone(core);
         tasks.push(tokio::spawn(async move {

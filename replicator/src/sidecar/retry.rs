@@ -22,7 +22,7 @@ use tributary_engine::store::{DeadLetter, DeadLetterId, LogStore};
 
 use super::classify::{Origin, RawRecord, classify};
 use super::image::{TableImage, image_key};
-use crate::config::{SinkConfig, SourceConfig};
+
 use crate::node::{Core, now_millis};
 
 /// Why a retry could not be attempted.
@@ -51,7 +51,10 @@ pub enum RetryError {
 pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryError> {
     let letter = find(core, id)?;
     let source = letter.source.as_str().to_owned();
-    if let Some(table) = source.strip_prefix("sink:dynamodb:") {
+    if let Some(table) = source
+        .strip_prefix("sink:dynamodb:")
+        .or_else(|| source.strip_prefix("sink:postgres:"))
+    {
         let key = base64::engine::general_purpose::STANDARD
             .decode(&letter.offset)
             .ok()
@@ -73,10 +76,7 @@ pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryErr
         ));
     }
     let (prefix, shard) = source.rsplit_once('/').unwrap_or((source.as_str(), ""));
-    let Some(config) = core.config.sources.iter().find(|s| match s {
-        SourceConfig::DynamodbStreams(c) => prefix == format!("dynamodb-streams:{}", c.table),
-        SourceConfig::Kinesis(c) => prefix == format!("kinesis:{}", c.stream),
-    }) else {
+    let Some(config) = core.config.sources.iter().find(|s| s.prefix() == prefix) else {
         return Err(RetryError::UnknownSource { id, from: source });
     };
     let schemas = core
@@ -89,10 +89,29 @@ pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryErr
             id,
             from: source.clone(),
         })?;
-    let marker = core.config.sinks.iter().find_map(|s| match s {
-        SinkConfig::Dynamodb(d) if d.table == *config.table() => Some(d.marker_attribute.clone()),
-        SinkConfig::Dynamodb(_) => None,
-    });
+    let marker = core
+        .config
+        .sinks
+        .iter()
+        .filter(|s| s.table() == config.table())
+        .find_map(|s| s.marker().cloned());
+    if let crate::config::SourceConfig::Postgres(_) = config {
+        let change = match crate::postgres::source::retry_change(schema, &letter.raw) {
+            Ok(change) => change,
+            Err(reason) => return Ok((false, format!("still fails: {reason}"))),
+        };
+        let report = core
+            .writer
+            .ingest(vec![change])
+            .await
+            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .map_err(|e| RetryError::Internal(e.to_string()))?;
+        if let Some(Err(e)) = report.outcomes.first() {
+            return Ok((false, format!("still fails: {e}")));
+        }
+        remove(core, id)?;
+        return Ok((true, "applied; letter removed".to_owned()));
+    }
     let record = RawRecord {
         shard: shard.to_owned(),
         offset: letter.offset.clone(),

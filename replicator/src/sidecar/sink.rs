@@ -20,69 +20,29 @@
 //! conditioned on it; the source recognises a delete of an item with a
 //! negative marker as the sink's.
 //!
-//! Failures: a condition failure is a conflict (retried once the image has
-//! moved, with backoff); throttling, 5xx and network errors are retried
-//! with exponential backoff and full jitter, each attempt recomputing the
-//! write from the latest merged state; validation errors (an item too
-//! large, a value the table refuses) dead-letter the item with the reason.
-//! A cursor entry is persisted with the set of items still pending, so a
-//! restart resumes both.
+//! Failures (see [`super::sink_loop`], the loop every sink runs): a
+//! condition failure is a conflict; throttling, 5xx and network errors are
+//! retried; validation errors (an item too large, a value the table
+//! refuses) dead-letter the item with the reason.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
-use tributary_engine::ids::{SourceId, VersionVector};
 use tributary_engine::key::ItemKey;
-use tributary_engine::log::Attached;
 use tributary_engine::schema::TableSchema;
-use tributary_engine::store::{Checkpoint, DeadLetter, LogStore, entries_above};
+use tributary_engine::store::LogStore;
 
 use super::aws::describe;
 use super::image::{TableImage, image_key, next_token};
+use super::sink_loop::{self, ItemWriter, Outcome, SinkSettings};
 use crate::config::DynamoSinkConfig;
 use crate::dynamo::convert::{Expression, key_to_sdk, update_expression};
 use crate::dynamo::plan::{SinkWrite, plan};
-use crate::link::Backoff;
 use crate::node::{Core, now_millis};
 
-/// Log entries read per round.
-const READ_LIMIT: usize = 1000;
-
-/// The sink's durable position: the log entries it has handled, and the
-/// items still to write.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Cursor {
-    done: VersionVector,
-    /// Encoded item keys, base64.
-    pending: Vec<String>,
-}
-
-/// What one write attempt came to.
-#[derive(Debug)]
-enum Outcome {
-    /// The table holds the merged document (or nothing needed writing).
-    Done,
-    /// A condition failed: the table moved since the image was taken.
-    Conflict,
-    /// A transient failure: retry.
-    Retry(String),
-    /// A permanent failure: dead-letter.
-    Dead(String),
-}
-
-struct Pending {
-    backoff: Backoff,
-    at: Instant,
-}
-
-/// The sink's settings, shared by its write tasks.
+/// The DynamoDB writer of one table.
 struct Sink {
     id: String,
     table: String,
@@ -92,221 +52,31 @@ struct Sink {
     core: Arc<Core>,
 }
 
-/// Runs the sink until the node shuts down.
+impl ItemWriter for Sink {
+    async fn write(&self, key: &ItemKey) -> Outcome {
+        write_item(self, key).await
+    }
+}
+
+/// Runs the DynamoDB sink of `config.table` until the node shuts down.
 pub async fn run(core: Arc<Core>, config: DynamoSinkConfig, schema: TableSchema, client: Client) {
-    let sink = Arc::new(Sink {
-        id: format!("sink:dynamodb:{}", config.table),
+    let id = format!("sink:dynamodb:{}", config.table);
+    let writer = Arc::new(Sink {
+        id: id.clone(),
         table: config.table.to_string(),
-        schema,
+        schema: schema.clone(),
         marker: config.marker_attribute.as_str().to_owned(),
         client,
         core: Arc::clone(&core),
     });
-    let Ok(source_id) = SourceId::new(&sink.id) else {
-        tracing::error!(sink = %sink.id, "invalid sink id");
-        return;
+    let settings = SinkSettings {
+        id,
+        schema,
+        retry_backoff_initial: config.retry_backoff_initial,
+        retry_backoff_max: config.retry_backoff_max,
+        concurrency: config.concurrency,
     };
-    let mut cursor: Cursor = core
-        .store
-        .checkpoint(&source_id)
-        .ok()
-        .flatten()
-        .and_then(|c| serde_json::from_str(&c.0).ok())
-        .unwrap_or_default();
-    let backoff = || Backoff::new(config.retry_backoff_initial, config.retry_backoff_max);
-    let mut pending: BTreeMap<ItemKey, Pending> = BTreeMap::new();
-    for key in &cursor.pending {
-        if let Some(key) = base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .ok()
-            .and_then(|b| ItemKey::decode(&b).ok())
-        {
-            pending.insert(
-                key,
-                Pending {
-                    backoff: backoff(),
-                    at: Instant::now(),
-                },
-            );
-        }
-    }
-    let mut head = core.head.clone();
-    let mut shutdown = core.shutdown.clone();
-    let mut saved = cursor.clone();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        // Mark the items new log entries touched.
-        let now_head = head.borrow_and_update().clone();
-        match mark(&sink, &now_head, &mut cursor.done) {
-            Ok(keys) => {
-                for key in keys {
-                    pending.entry(key).or_insert_with(|| Pending {
-                        backoff: backoff(),
-                        at: Instant::now(),
-                    });
-                }
-            }
-            Err(e) => tracing::warn!(sink = %sink.id, error = %e, "reading the log failed"),
-        }
-        for key in core.sidecar.take_rewrites(&sink.id) {
-            pending.insert(
-                key,
-                Pending {
-                    backoff: backoff(),
-                    at: Instant::now(),
-                },
-            );
-        }
-        // Write what is due, `concurrency` at a time.
-        let now = Instant::now();
-        let due: Vec<ItemKey> = pending
-            .iter()
-            .filter(|(_, p)| p.at <= now)
-            .map(|(k, _)| k.clone())
-            .take(config.concurrency.max(1) * 4)
-            .collect();
-        let mut tasks = JoinSet::new();
-        let mut results = Vec::new();
-        for key in due {
-            if tasks.len() >= config.concurrency.max(1)
-                && let Some(Ok(r)) = tasks.join_next().await
-            {
-                results.push(r);
-            }
-            let sink = Arc::clone(&sink);
-            tasks.spawn(async move {
-                let outcome = write_item(&sink, &key).await;
-                (key, outcome)
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            if let Ok(r) = r {
-                results.push(r);
-            }
-        }
-        for (key, outcome) in results {
-            settle(&sink, &mut pending, key, outcome);
-        }
-        core.sidecar.sink_backlog(&sink.id, pending.len());
-        core.sidecar.sink_cursor(&sink.id, &cursor.done);
-        cursor.pending = pending
-            .keys()
-            .map(|k| base64::engine::general_purpose::STANDARD.encode(k.encode()))
-            .collect();
-        if cursor != saved {
-            if let Err(e) = save(&core, &source_id, &cursor).await {
-                tracing::warn!(sink = %sink.id, error = %e, "saving the sink's cursor failed");
-            } else {
-                saved = cursor.clone();
-            }
-        }
-        // Sleep until the log moves, the next retry is due, or shutdown.
-        let next = pending
-            .values()
-            .map(|p| p.at)
-            .min()
-            .unwrap_or_else(|| Instant::now() + IDLE_WAKE);
-        let caught_up = cursor.done == *head.borrow() || !cursor.done.dominated_by(&head.borrow());
-        if pending.values().any(|p| p.at <= Instant::now()) || !caught_up {
-            continue;
-        }
-        tokio::select! {
-            _ = head.changed() => {}
-            _ = shutdown.changed() => {}
-            () = core.sidecar.wake.notified() => {}
-            () = tokio::time::sleep_until(next) => {}
-        }
-    }
-}
-
-/// Reads the log above `done` and returns the items of the sink's table
-/// the entries touched, advancing `done`. When the log was truncated (or a
-/// snapshot installed) past `done`, every item of the table is marked.
-fn mark(
-    sink: &Sink,
-    head: &VersionVector,
-    done: &mut VersionVector,
-) -> Result<BTreeSet<ItemKey>, tributary_engine::store::StoreError> {
-    let store = &sink.core.store;
-    let mut keys = BTreeSet::new();
-    let log_start = store.log_start()?;
-    if !log_start.dominated_by(done) && log_start.iter().any(|(o, s)| s > done.get(o)) {
-        // Entries the sink never saw are gone: look at every item.
-        let table = sink.schema.name().clone();
-        let mut after: Option<ItemKey> = None;
-        loop {
-            let page = store.scan_items(Some(&table), after.as_ref(), 1000)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            keys.extend(page.into_iter().map(|(k, _)| k));
-        }
-        done.join(&log_start);
-    }
-    let entries = entries_above(store, head, done, READ_LIMIT)?;
-    for e in entries {
-        if e.seq > done.get(&e.origin) {
-            done.set(e.origin.clone(), e.seq);
-        }
-        if e.key.table() == sink.schema.name() {
-            keys.insert(e.key);
-        }
-    }
-    Ok(keys)
-}
-
-fn settle(sink: &Sink, pending: &mut BTreeMap<ItemKey, Pending>, key: ItemKey, outcome: Outcome) {
-    let facts = &sink.core.sidecar;
-    match outcome {
-        Outcome::Done => {
-            pending.remove(&key);
-        }
-        Outcome::Conflict => {
-            facts.sink_outcome(&sink.id, "conflict", None);
-            if let Some(p) = pending.get_mut(&key) {
-                p.at = Instant::now() + p.backoff.next_delay(rand::random::<f64>());
-            }
-        }
-        Outcome::Retry(error) => {
-            facts.sink_outcome(&sink.id, "retry", Some(&error));
-            tracing::warn!(sink = %sink.id, key = %key, %error, "sink write failed; retrying");
-            if let Some(p) = pending.get_mut(&key) {
-                p.at = Instant::now() + p.backoff.next_delay(rand::random::<f64>());
-            }
-        }
-        Outcome::Dead(reason) => {
-            facts.sink_outcome(&sink.id, "dead_letter", Some(&reason));
-            tracing::error!(sink = %sink.id, key = %key, %reason, "sink write refused; item dead-lettered");
-            pending.remove(&key);
-            let letter = DeadLetter {
-                source: SourceId::new(&sink.id).unwrap_or_else(|_| unreachable!()),
-                offset: base64::engine::general_purpose::STANDARD.encode(key.encode()),
-                reason,
-                raw: key.to_string().into_bytes(),
-                attempts: 1,
-                at_millis: now_millis(),
-            };
-            if let Err(e) = sink.core.store.put_dead_letter(&letter) {
-                tracing::error!(sink = %sink.id, error = %e, "storing a dead letter failed");
-            }
-            sink.core
-                .metrics
-                .dead_letters
-                .with_label_values(&[&sink.id])
-                .inc();
-        }
-    }
-}
-
-async fn save(core: &Core, id: &SourceId, cursor: &Cursor) -> anyhow::Result<()> {
-    let text = serde_json::to_string(cursor)?;
-    let attached = Attached {
-        checkpoints: vec![(id.clone(), Checkpoint(text))],
-        ..Attached::default()
-    };
-    core.writer.ingest_with(Vec::new(), attached).await??;
-    Ok(())
+    sink_loop::run(core, settings, writer).await;
 }
 
 /// Makes the table hold `key`'s merged document, once.
@@ -511,6 +281,3 @@ fn classify_error(conditional: bool, code: Option<String>, text: String) -> Outc
     }
 }
 
-/// How long the sink waits at most between looks at an idle log (its
-/// tasks are also woken by every commit).
-pub const IDLE_WAKE: Duration = Duration::from_secs(1);

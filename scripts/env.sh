@@ -5,3 +5,6 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # moto's server (AWS emulator) for the DynamoDB sidecar's tests; installed by
 # scripts/setup.sh.
 export TRIBUTARY_MOTO_SERVER="${TRIBUTARY_MOTO_SERVER:-${TRIBUTARY_VENV:-$HOME/.cache/tributary-venv}/bin/moto_server}"
+# PostgreSQL 15's server binaries (initdb, postgres) for the PostgreSQL
+# sidecar's tests; installed with wal2json by scripts/setup.sh.
+export TRIBUTARY_PG_BIN="${TRIBUTARY_PG_BIN:-/usr/lib/postgresql/15/bin}"

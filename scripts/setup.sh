@@ -41,3 +41,25 @@ if [ "$installed_moto" != "$MOTO_VERSION" ]; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
 fi
+
+# PostgreSQL 15 and the wal2json logical decoding plugin for the PostgreSQL
+# sidecar's tests (tests/src/postgres.rs). The tests initdb and run their own
+# servers from /usr/lib/postgresql/15/bin (TRIBUTARY_PG_BIN in
+# scripts/env.sh), as the package's `postgres` system user when they run as
+# root (postgres refuses root). No distribution cluster is wanted: on a first
+# install, postgresql-common is told not to create (and so not to start) its
+# "main" cluster.
+need_pg=()
+for pkg in postgresql-15 postgresql-15-wal2json; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_pg+=("$pkg")
+done
+if [ ${#need_pg[@]} -gt 0 ]; then
+  echo "setup: installing ${need_pg[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" |
+    $SUDO tee /etc/postgresql-common/createcluster.d/tributary.conf >/dev/null
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pg[@]}" >/dev/null
+fi

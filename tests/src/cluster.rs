@@ -24,10 +24,12 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// A built binary of the workspace (`replicator`, `replctl`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    // A test runs from target/<profile>/deps/, a benchmark binary from
+    // target/<profile>/: the workspace's binaries are in target/<profile>/.
+    let mut dir = exe.parent().expect("target/<profile>/...");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target/<profile>/deps");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -411,9 +411,15 @@ pub(crate) fn problems(
             }
             let valid = !p.slot.is_empty()
                 && p.slot.len() <= 63
-                && p.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                && p.slot
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !valid {
-                out.push(Problem::new(format!("{at}.slot"), format!("{:?} is not a valid slot name", p.slot), "use 1-63 lower-case letters, digits and underscores"));
+                out.push(Problem::new(
+                    format!("{at}.slot"),
+                    format!("{:?} is not a valid slot name", p.slot),
+                    "use 1-63 lower-case letters, digits and underscores",
+                ));
             }
         }
         if let SourceConfig::Kinesis(k) = source
@@ -447,7 +453,11 @@ pub(crate) fn problems(
             SinkConfig::Dynamodb(d) => d,
             SinkConfig::Postgres(p) => {
                 if p.dsn.is_empty() {
-                    out.push(Problem::new(format!("{at}.dsn"), "is empty", "give the libpq connection string"));
+                    out.push(Problem::new(
+                        format!("{at}.dsn"),
+                        "is empty",
+                        "give the libpq connection string",
+                    ));
                 }
                 continue;
             }

@@ -362,7 +362,10 @@ fn sources_and_sinks_parse_by_kind_and_name_the_known_kinds() {
     let err = syntax_error(&format!(
         "{MINIMAL}[[sources]]\nkind = \"postgres\"\ntable = \"t\"\n"
     ));
-    assert!(err.contains("kind \"postgres\": missing field `dsn`"), "{err}");
+    assert!(
+        err.contains("kind \"postgres\": missing field `dsn`"),
+        "{err}"
+    );
     let err = syntax_error(&format!(
         "{MINIMAL}[[sources]]\nkind = \"kinesis\"\nstream = \"s\"\n"
     ));

@@ -109,9 +109,10 @@ impl Sink {
     async fn write_item(&self, client: &Client, info: &TableInfo, key: &ItemKey) -> Outcome {
         let store = Arc::clone(&self.core.store);
         let read_key = key.clone();
-        let read =
-            tokio::task::spawn_blocking(move || store.item_and_side(&read_key, &image_key(&read_key)))
-                .await;
+        let read = tokio::task::spawn_blocking(move || {
+            store.item_and_side(&read_key, &image_key(&read_key))
+        })
+        .await;
         let (state, image) = match read {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Outcome::Retry(format!("reading the item: {e}")),
@@ -126,7 +127,13 @@ impl Sink {
                 .map(|(k, v)| (k.as_str().to_owned(), v))
                 .collect::<BTreeMap<String, AttrValue>>()
         });
-        let statement = match plan(&self.schema, info, key, merged.as_ref(), image.attrs.as_ref()) {
+        let statement = match plan(
+            &self.schema,
+            info,
+            key,
+            merged.as_ref(),
+            image.attrs.as_ref(),
+        ) {
             Ok(Some(s)) => s,
             Ok(None) => return Outcome::Done,
             Err(reason) => return Outcome::Dead(reason),
@@ -139,9 +146,11 @@ impl Sink {
         match client.execute(statement.sql.as_str(), &params).await {
             Ok(0) => Outcome::Conflict,
             Ok(_) => {
-                self.core
-                    .sidecar
-                    .sink_outcome(&format!("sink:postgres:{}", self.config.table), "written", None);
+                self.core.sidecar.sink_outcome(
+                    &format!("sink:postgres:{}", self.config.table),
+                    "written",
+                    None,
+                );
                 Outcome::Done
             }
             Err(e) => {
@@ -179,13 +188,19 @@ impl Builder<'_> {
             .columns
             .get(column)
             .map(String::as_str)
-            .ok_or_else(|| format!("attribute {column} has no column in table {}", self.info.dotted))
+            .ok_or_else(|| {
+                format!(
+                    "attribute {column} has no column in table {}",
+                    self.info.dotted
+                )
+            })
     }
 
     /// `$n::text::TYPE` for `value` (`None`: NULL).
     fn param(&mut self, column: &str, value: Option<&AttrValue>) -> Result<String, String> {
         let sql_type = self.column_type(column)?.to_owned();
-        let kind = kind_of(&sql_type).ok_or_else(|| format!("column {column} ({sql_type}) cannot be written"))?;
+        let kind = kind_of(&sql_type)
+            .ok_or_else(|| format!("column {column} ({sql_type}) cannot be written"))?;
         let text = value
             .map(|v| to_sql_text(v, kind).map_err(|e| format!("column {column} ({sql_type}): {e}")))
             .transpose()?;
@@ -199,7 +214,11 @@ impl Builder<'_> {
         Ok(format!("{} IS NOT DISTINCT FROM {p}", quote_ident(column)))
     }
 
-    fn key_condition(&mut self, schema: &TableSchema, key: &ItemKey) -> Result<Vec<String>, String> {
+    fn key_condition(
+        &mut self,
+        schema: &TableSchema,
+        key: &ItemKey,
+    ) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         let parts = std::iter::once((schema.partition_key(), key.partition()))
             .chain(schema.sort_key().zip(key.sort()));
@@ -301,7 +320,11 @@ pub fn plan(
     }))
 }
 
-fn counter_delta(column: &str, merged: &AttrValue, image: Option<&AttrValue>) -> Result<Number, String> {
+fn counter_delta(
+    column: &str,
+    merged: &AttrValue,
+    image: Option<&AttrValue>,
+) -> Result<Number, String> {
     let int = |v: &AttrValue| match v {
         AttrValue::N(n) => n
             .to_i128()
@@ -310,7 +333,8 @@ fn counter_delta(column: &str, merged: &AttrValue, image: Option<&AttrValue>) ->
     };
     let m = int(merged)?;
     let i = image.map(int).transpose()?.unwrap_or(0);
-    Number::try_from_i128(m - i).ok_or_else(|| format!("counter {column}: the delta is out of range"))
+    Number::try_from_i128(m - i)
+        .ok_or_else(|| format!("counter {column}: the delta is out of range"))
 }
 
 #[cfg(test)]
@@ -350,7 +374,10 @@ mod tests {
     }
 
     fn doc(pairs: &[(&str, AttrValue)]) -> BTreeMap<String, AttrValue> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
     }
 
     fn n(v: i128) -> AttrValue {
@@ -369,7 +396,10 @@ mod tests {
             "UPDATE \"public\".\"carts\" SET \"qty\" = coalesce(\"qty\", 0) + $2::text::integer \
              WHERE \"pk\" = $1::text::text AND \"qty\" IS NOT DISTINCT FROM $3::text::integer"
         );
-        assert_eq!(s.params, [Some("u1".into()), Some("3".into()), Some("5".into())]);
+        assert_eq!(
+            s.params,
+            [Some("u1".into()), Some("3".into()), Some("5".into())]
+        );
     }
 
     #[test]

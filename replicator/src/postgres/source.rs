@@ -44,7 +44,7 @@ use crate::sidecar::image::{TableImage, image_key};
 /// The options every peek passes to wal2json.
 const PEEK: &str = "SELECT lsn::text, data FROM pg_logical_slot_peek_changes($1, $2::text::pg_lsn, NULL, \
      'format-version', '2', 'include-types', '1', 'include-xids', '1', \
-     'numeric-data-types-as-string', '1', 'include-origin', '1', 'add-tables', $3)";
+     'include-origin', '1', 'add-tables', $3)";
 
 /// Runs the source until the node shuts down; reconnects with backoff.
 pub async fn run(
@@ -63,13 +63,25 @@ pub async fn run(
     }
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match session(&core, &config, &schema, sink_origin.as_deref(), &prefix, &mut backoff).await {
+        match session(
+            &core,
+            &config,
+            &schema,
+            sink_origin.as_deref(),
+            &prefix,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(e) => {
                 core.sidecar.source_error(&prefix, &e);
                 tracing::error!(source = %prefix, error = %e, "PostgreSQL source failed; retrying");
                 let delay = backoff.next_delay(rand::random::<f64>());
-                if core.sleep_or_shutdown(delay.max(Duration::from_millis(50))).await {
+                if core
+                    .sleep_or_shutdown(delay.max(Duration::from_millis(50)))
+                    .await
+                {
                     return;
                 }
             }
@@ -99,6 +111,10 @@ async fn session(
         .map_err(|e| e.to_string())?
         .and_then(|c| c.0.strip_prefix("lsn:").and_then(parse_lsn));
     ensure_slot(&client, &config.slot, checkpoint.is_some()).await?;
+    let sink_origin = match sink_origin {
+        Some(name) => Some(origin_id(&client, name).await?),
+        None => None,
+    };
     let mut done = checkpoint.unwrap_or(0);
     loop {
         if *core.shutdown.borrow() {
@@ -154,6 +170,28 @@ async fn session(
     }
 }
 
+/// The id of replication origin `name`, created if missing (the sink
+/// creates it too; whichever starts first).
+async fn origin_id(client: &Client, name: &str) -> Result<u32, String> {
+    client
+        .query(
+            "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            &[&name],
+        )
+        .await
+        .map_err(|e| format!("creating replication origin {name}: {}", describe(&e)))?;
+    let id: i64 = client
+        .query_one(
+            "SELECT roident::bigint FROM pg_replication_origin WHERE roname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| format!("reading replication origin {name}: {}", describe(&e)))?
+        .get(0);
+    u32::try_from(id).map_err(|_| format!("replication origin {name} has id {id}"))
+}
+
 /// Makes sure the slot exists with wal2json and is usable. A missing slot
 /// is created only on the first start (`had_checkpoint` false): later, it
 /// was dropped, and the changes since are lost.
@@ -205,14 +243,22 @@ async fn ensure_slot(client: &Client, slot: &str, had_checkpoint: bool) -> Resul
     }
 }
 
+/// A transaction's row message: its LSN, its text, and the transaction's
+/// replication origin id.
+type RowMessage = (String, String, Option<u32>);
+
 /// The complete transactions (commit LSN, their row messages) after
 /// `done`, in commit order.
-fn transactions(messages: &[(String, String)], done: u64) -> Vec<(u64, Vec<(String, String)>)> {
+fn transactions(messages: &[(String, String)], done: u64) -> Vec<(u64, Vec<RowMessage>)> {
     let mut out = Vec::new();
-    let mut current: Vec<(String, String)> = Vec::new();
+    let mut current: Vec<RowMessage> = Vec::new();
+    let mut origin = None;
     for (lsn, data) in messages {
         match decode(data) {
-            Ok(Message::Begin) => current.clear(),
+            Ok(Message::Begin(o)) => {
+                current.clear();
+                origin = o;
+            }
             Ok(Message::Commit) => {
                 let commit = parse_lsn(lsn).unwrap_or(0);
                 let rows = std::mem::take(&mut current);
@@ -221,7 +267,7 @@ fn transactions(messages: &[(String, String)], done: u64) -> Vec<(u64, Vec<(Stri
                 }
             }
             // Rows, and messages that do not decode (dead letters later).
-            _ => current.push((lsn.clone(), data.clone())),
+            _ => current.push((lsn.clone(), data.clone(), origin)),
         }
     }
     out
@@ -231,17 +277,17 @@ fn transactions(messages: &[(String, String)], done: u64) -> Vec<(u64, Vec<(Stri
 async fn ingest(
     core: &Arc<Core>,
     schema: &TableSchema,
-    sink_origin: Option<&str>,
+    sink_origin: Option<u32>,
     prefix: &str,
     id: &SourceId,
-    transactions: &[(u64, Vec<(String, String)>)],
+    transactions: &[(u64, Vec<RowMessage>)],
 ) -> Result<(), String> {
     let mut images: BTreeMap<ItemKey, TableImage> = BTreeMap::new();
     let mut changes = Vec::new();
     let mut from: Vec<(String, String)> = Vec::new();
     let mut dead = Vec::new();
     let mut echoes = 0;
-    for (lsn, data) in transactions.iter().flat_map(|(_, rows)| rows) {
+    for (lsn, data, txn_origin) in transactions.iter().flat_map(|(_, rows)| rows) {
         let read = decode(data).and_then(|m| match m {
             Message::Row(row) => {
                 let record = to_record(schema, &row)?;
@@ -278,7 +324,7 @@ async fn ingest(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         });
-        if sink_origin.is_some() && row.origin.as_deref() == sink_origin {
+        if sink_origin.is_some() && row.origin.or(*txn_origin) == sink_origin {
             echoes += 1;
         } else if !(record.event == EventName::Modify && change.ops.is_empty()) {
             changes.push(change);
@@ -288,7 +334,10 @@ async fn ingest(
     let commit = transactions.last().map_or(0, |(lsn, _)| *lsn);
     let dead_count = dead.len() as u64;
     let attached = Attached {
-        checkpoints: vec![(id.clone(), Checkpoint(format!("lsn:{}", format_lsn(commit))))],
+        checkpoints: vec![(
+            id.clone(),
+            Checkpoint(format!("lsn:{}", format_lsn(commit))),
+        )],
         side: images
             .iter()
             .map(|(k, image)| (image_key(k), image.encode()))
@@ -367,7 +416,7 @@ mod tests {
         let m = |lsn: &str, data: &str| (lsn.to_owned(), data.to_owned());
         let row = r#"{"action":"I","schema":"public","table":"carts","columns":[]}"#;
         let messages = vec![
-            m("0/10", r#"{"action":"B"}"#),
+            m("0/10", r#"{"action":"B","origin":4}"#),
             m("0/11", row),
             m("0/12", r#"{"action":"C"}"#),
             m("0/20", r#"{"action":"B"}"#),
@@ -379,11 +428,19 @@ mod tests {
         ];
         let all = transactions(&messages, 0);
         assert_eq!(
-            all.iter().map(|(lsn, rows)| (*lsn, rows.len())).collect::<Vec<_>>(),
+            all.iter()
+                .map(|(lsn, rows)| (*lsn, rows.len()))
+                .collect::<Vec<_>>(),
             [(0x12, 1), (0x23, 2)],
             "the unfinished transaction waits"
         );
         let after = transactions(&messages, 0x12);
         assert_eq!(after.len(), 1, "the first is in the log already");
+        assert_eq!(
+            all[0].1[0].2,
+            Some(4),
+            "rows carry their transaction's origin"
+        );
+        assert_eq!(all[1].1[0].2, None);
     }
 }

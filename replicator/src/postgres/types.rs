@@ -76,8 +76,8 @@ pub fn kind_of(sql_type: &str) -> Option<SqlKind> {
         | "date"
         | "time without time zone"
         | "time with time zone" => SqlKind::Text,
-        "smallint" | "integer" | "bigint" | "numeric" | "decimal" | "real"
-        | "double precision" | "int2" | "int4" | "int8" | "float4" | "float8" => SqlKind::Number,
+        "smallint" | "integer" | "bigint" | "numeric" | "decimal" | "real" | "double precision"
+        | "int2" | "int4" | "int8" | "float4" | "float8" => SqlKind::Number,
         "boolean" | "bool" => SqlKind::Bool,
         "bytea" => SqlKind::Bytes,
         "json" | "jsonb" => SqlKind::Json,
@@ -99,9 +99,11 @@ fn err(column: &str, sql_type: &str, reason: impl Into<String>) -> TypeError {
     }
 }
 
-/// A column value as wal2json gives it (format 2, with
-/// `numeric-data-types-as-string`), as an attribute value; `None` for SQL
-/// NULL.
+/// A column value as wal2json gives it (format 2), as an attribute value;
+/// `None` for SQL NULL. wal2json 2.5 (Debian's for PostgreSQL 15) writes
+/// numbers as JSON numbers: integers arrive exact, a `numeric` with a
+/// fraction through a double (15 significant digits; the option that
+/// would keep them as strings is newer).
 pub fn from_wal2json(
     column: &str,
     sql_type: &str,
@@ -111,7 +113,13 @@ pub fn from_wal2json(
     if value.is_null() {
         return Ok(None);
     }
-    let kind = kind_of(sql_type).ok_or_else(|| err(column, sql_type, "this type cannot be mapped to an attribute value"))?;
+    let kind = kind_of(sql_type).ok_or_else(|| {
+        err(
+            column,
+            sql_type,
+            "this type cannot be mapped to an attribute value",
+        )
+    })?;
     let text = || -> Result<String, TypeError> {
         match value {
             Value::String(s) => Ok(s.clone()),
@@ -121,8 +129,13 @@ pub fn from_wal2json(
         }
     };
     let number = |s: &str| {
-        s.parse::<Number>()
-            .map_err(|e| err(column, sql_type, format!("{s:?} is not a number DynamoDB can hold: {e}")))
+        s.parse::<Number>().map_err(|e| {
+            err(
+                column,
+                sql_type,
+                format!("{s:?} is not a number DynamoDB can hold: {e}"),
+            )
+        })
     };
     Ok(Some(match kind {
         SqlKind::Text => AttrValue::S(text()?),
@@ -134,10 +147,10 @@ pub fn from_wal2json(
             other => return Err(err(column, sql_type, format!("unexpected boolean {other}"))),
         },
         SqlKind::Bytes => {
+            // wal2json drops the `\x` of bytea's hex form; the sink's own
+            // text keeps it.
             let s = text()?;
-            let hex = s
-                .strip_prefix("\\x")
-                .ok_or_else(|| err(column, sql_type, "bytea is not in hex form"))?;
+            let hex = s.strip_prefix("\\x").unwrap_or(&s);
             AttrValue::B(decode_hex(hex).ok_or_else(|| err(column, sql_type, "bad hex digits"))?)
         }
         SqlKind::Json => {
@@ -146,8 +159,7 @@ pub fn from_wal2json(
                     .map_err(|e| err(column, sql_type, format!("not JSON: {e}")))?,
                 other => other.clone(),
             };
-            AttrValue::from_plain_json(&parsed)
-                .map_err(|e| err(column, sql_type, e.to_string()))?
+            AttrValue::from_plain_json(&parsed).map_err(|e| err(column, sql_type, e.to_string()))?
         }
         SqlKind::TextArray | SqlKind::NumberArray => {
             let elements = parse_array(&text()?).map_err(|r| err(column, sql_type, r))?;
@@ -177,10 +189,18 @@ fn array_value(
         (SqlKind::TextArray, true) => {
             let s: BTreeSet<String> = elements.iter().cloned().collect();
             if s.len() != elements.len() {
-                return Err(err(column, sql_type, "a set column holds repeated elements"));
+                return Err(err(
+                    column,
+                    sql_type,
+                    "a set column holds repeated elements",
+                ));
             }
             if s.is_empty() {
-                return Err(err(column, sql_type, "an empty array (use NULL for an empty set)"));
+                return Err(err(
+                    column,
+                    sql_type,
+                    "an empty array (use NULL for an empty set)",
+                ));
             }
             AttrValue::Ss(s)
         }
@@ -188,14 +208,24 @@ fn array_value(
             let n = numbers()?;
             let s: BTreeSet<Number> = n.iter().cloned().collect();
             if s.len() != n.len() {
-                return Err(err(column, sql_type, "a set column holds repeated elements"));
+                return Err(err(
+                    column,
+                    sql_type,
+                    "a set column holds repeated elements",
+                ));
             }
             if s.is_empty() {
-                return Err(err(column, sql_type, "an empty array (use NULL for an empty set)"));
+                return Err(err(
+                    column,
+                    sql_type,
+                    "an empty array (use NULL for an empty set)",
+                ));
             }
             AttrValue::Ns(s)
         }
-        (SqlKind::TextArray, false) => AttrValue::L(elements.into_iter().map(AttrValue::S).collect()),
+        (SqlKind::TextArray, false) => {
+            AttrValue::L(elements.into_iter().map(AttrValue::S).collect())
+        }
         (_, false) => AttrValue::L(numbers()?.into_iter().map(AttrValue::N).collect()),
     })
 }
@@ -277,10 +307,16 @@ pub fn to_sql_text(value: &AttrValue, kind: SqlKind) -> Result<String, String> {
         }
         (SqlKind::Json, v) => v.to_plain_json().to_string(),
         (SqlKind::TextArray, AttrValue::Ss(s)) => {
-            format!("{{{}}}", s.iter().map(|e| quote(e)).collect::<Vec<_>>().join(","))
+            format!(
+                "{{{}}}",
+                s.iter().map(|e| quote(e)).collect::<Vec<_>>().join(",")
+            )
         }
         (SqlKind::NumberArray, AttrValue::Ns(s)) => {
-            format!("{{{}}}", s.iter().map(Number::as_str).collect::<Vec<_>>().join(","))
+            format!(
+                "{{{}}}",
+                s.iter().map(Number::as_str).collect::<Vec<_>>().join(",")
+            )
         }
         (SqlKind::TextArray | SqlKind::NumberArray, AttrValue::L(items)) => {
             let mut parts = Vec::new();
@@ -288,7 +324,12 @@ pub fn to_sql_text(value: &AttrValue, kind: SqlKind) -> Result<String, String> {
                 parts.push(match (kind, item) {
                     (SqlKind::TextArray, AttrValue::S(s)) => quote(s),
                     (SqlKind::NumberArray, AttrValue::N(n)) => n.as_str().to_owned(),
-                    (_, other) => return Err(format!("a {} element in an array column", other.type_name())),
+                    (_, other) => {
+                        return Err(format!(
+                            "a {} element in an array column",
+                            other.type_name()
+                        ));
+                    }
                 });
             }
             format!("{{{}}}", parts.join(","))
@@ -312,32 +353,79 @@ mod tests {
         let lww = MergePolicy::Lww;
         let cases: Vec<(&str, MergePolicy, Value, AttrValue)> = vec![
             ("text", lww, json!("a\"b"), AttrValue::S("a\"b".into())),
-            ("character varying(20)", lww, json!("x"), AttrValue::S("x".into())),
-            ("integer", lww, json!(42), AttrValue::N("42".parse().expect("n"))),
-            ("numeric(10,2)", lww, json!("12.50"), AttrValue::N("12.5".parse().expect("n"))),
+            (
+                "character varying(20)",
+                lww,
+                json!("x"),
+                AttrValue::S("x".into()),
+            ),
+            (
+                "integer",
+                lww,
+                json!(42),
+                AttrValue::N("42".parse().expect("n")),
+            ),
+            (
+                "numeric(10,2)",
+                lww,
+                json!("12.50"),
+                AttrValue::N("12.5".parse().expect("n")),
+            ),
             ("boolean", lww, json!(true), AttrValue::Bool(true)),
             ("bytea", lww, json!("\\x00ff"), AttrValue::B(vec![0, 255])),
-            ("timestamp with time zone", lww, json!("2026-11-22 04:00:00+00"), AttrValue::S("2026-11-22 04:00:00+00".into())),
-            ("text[]", MergePolicy::Set, json!("{a,\"b c\"}"), AttrValue::Ss(["a".to_owned(), "b c".to_owned()].into())),
-            ("integer[]", lww, json!("{3,1}"), AttrValue::L(vec![AttrValue::N("3".parse().expect("n")), AttrValue::N("1".parse().expect("n"))])),
+            ("bytea", lww, json!("00ff"), AttrValue::B(vec![0, 255])),
+            (
+                "timestamp with time zone",
+                lww,
+                json!("2026-11-22 04:00:00+00"),
+                AttrValue::S("2026-11-22 04:00:00+00".into()),
+            ),
+            (
+                "text[]",
+                MergePolicy::Set,
+                json!("{a,\"b c\"}"),
+                AttrValue::Ss(["a".to_owned(), "b c".to_owned()].into()),
+            ),
+            (
+                "integer[]",
+                lww,
+                json!("{3,1}"),
+                AttrValue::L(vec![
+                    AttrValue::N("3".parse().expect("n")),
+                    AttrValue::N("1".parse().expect("n")),
+                ]),
+            ),
         ];
         for (sql, policy, wire, expected) in cases {
-            let got = map(sql, policy, wire.clone()).expect("maps").expect("not null");
+            let got = map(sql, policy, wire.clone())
+                .expect("maps")
+                .expect("not null");
             assert_eq!(got, expected, "{sql} {wire}");
             let kind = kind_of(sql).expect("kind");
             let text = to_sql_text(&got, kind).expect("writes back");
-            let again = map(sql, policy, Value::String(text.clone())).expect("re-reads").expect("value");
+            let again = map(sql, policy, Value::String(text.clone()))
+                .expect("re-reads")
+                .expect("value");
             assert_eq!(again, expected, "{sql}: wrote {text:?}");
         }
-        let json_value = map("jsonb", lww, json!("{\"a\": [1, \"x\"]}")).expect("maps").expect("value");
+        let json_value = map("jsonb", lww, json!("{\"a\": [1, \"x\"]}"))
+            .expect("maps")
+            .expect("value");
         assert_eq!(json_value.to_plain_json(), json!({"a": [1, "x"]}));
-        assert_eq!(map("text", lww, Value::Null), Ok(None), "NULL is an absent attribute");
+        assert_eq!(
+            map("text", lww, Value::Null),
+            Ok(None),
+            "NULL is an absent attribute"
+        );
     }
 
     #[test]
     fn unmappable_values_name_the_column_and_the_reason() {
         let e = map("point", MergePolicy::Lww, json!("(1,2)")).expect_err("no mapping");
-        assert_eq!(e.to_string(), "column c (point): this type cannot be mapped to an attribute value");
+        assert_eq!(
+            e.to_string(),
+            "column c (point): this type cannot be mapped to an attribute value"
+        );
         let e = map("text[]", MergePolicy::Lww, json!("{a,NULL}")).expect_err("null element");
         assert!(e.reason.contains("NULL"), "{e}");
         let e = map("text[]", MergePolicy::Set, json!("{a,a}")).expect_err("repeated");

@@ -6,8 +6,9 @@
 //! transaction's begin and commit, `{"action":"I"|"U"|"D", "schema",
 //! "table", "columns": [{"name","type","value"}], "identity": [...]}` for a
 //! row (`columns` the new row, `identity` the old one under `REPLICA
-//! IDENTITY FULL`), with `"origin"` when the transaction was made by a
-//! session with a replication origin.
+//! IDENTITY FULL`), with `"origin"` (the origin's numeric id, `roident`,
+//! with `include-origin`) when the transaction was made by a session with a
+//! replication origin.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,9 @@ use super::types::from_wal2json;
 /// One decoded message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    /// A transaction begins.
-    Begin,
+    /// A transaction begins; with the id of its replication origin, if it
+    /// has one.
+    Begin(Option<u32>),
     /// A transaction commits.
     Commit,
     /// A row changed.
@@ -42,8 +44,9 @@ pub struct Row {
     pub columns: Vec<Column>,
     /// The old row (updates and deletes, `REPLICA IDENTITY FULL`).
     pub identity: Vec<Column>,
-    /// The replication origin of the transaction, if any.
-    pub origin: Option<String>,
+    /// The id of the transaction's replication origin (`roident`), when
+    /// wal2json gives it on the row.
+    pub origin: Option<u32>,
 }
 
 /// One column of a row.
@@ -64,8 +67,13 @@ pub fn decode(text: &str) -> Result<Message, String> {
         .get("action")
         .and_then(Value::as_str)
         .ok_or("no \"action\"")?;
+    let origin = v
+        .get("origin")
+        .and_then(Value::as_u64)
+        .and_then(|o| u32::try_from(o).ok())
+        .filter(|o| *o != 0);
     let event = match action {
-        "B" => return Ok(Message::Begin),
+        "B" => return Ok(Message::Begin(origin)),
         "C" => return Ok(Message::Commit),
         "I" => EventName::Insert,
         "U" => EventName::Modify,
@@ -102,11 +110,7 @@ pub fn decode(text: &str) -> Result<Message, String> {
         table: format!("{}.{}", text_field("schema"), text_field("table")),
         columns: columns("columns")?,
         identity: columns("identity")?,
-        origin: v
-            .get("origin")
-            .and_then(Value::as_str)
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned),
+        origin,
     }))
 }
 
@@ -128,8 +132,23 @@ fn image(schema: &TableSchema, columns: &[Column]) -> Result<BTreeMap<String, At
 /// The row as a change record (`tableName` = the schema's table; the
 /// creation time is left to the local HLC).
 pub fn to_record(schema: &TableSchema, row: &Row) -> Result<ChangeRecord, String> {
-    let new = image(schema, &row.columns)?;
     let old = image(schema, &row.identity)?;
+    // An update leaves out the columns whose out-of-line (TOAST) value did
+    // not change: the new row is the old one overlaid with what is given.
+    let given = image(schema, &row.columns)?;
+    let new = if row.event == EventName::Modify {
+        let named: std::collections::BTreeSet<&str> =
+            row.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut new: BTreeMap<String, AttrValue> = old
+            .iter()
+            .filter(|(k, _)| !named.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        new.extend(given);
+        new
+    } else {
+        given
+    };
     if row.event != EventName::Insert && row.identity.is_empty() {
         return Err(format!(
             "{} of {} carries no old row: the table needs REPLICA IDENTITY FULL",
@@ -177,7 +196,7 @@ mod tests {
 
     #[test]
     fn an_update_becomes_a_counter_add_and_a_set_change() {
-        let msg = json!({"action": "U", "schema": "public", "table": "carts", "origin": "",
+        let msg = json!({"action": "U", "schema": "public", "table": "carts", "origin": null,
             "columns": [
                 {"name": "pk", "type": "text", "value": "u1"},
                 {"name": "qty", "type": "integer", "value": 7},
@@ -189,7 +208,10 @@ mod tests {
         let Message::Row(row) = decode(&msg.to_string()).expect("decodes") else {
             panic!("a row")
         };
-        assert_eq!((row.table.as_str(), row.origin.clone()), ("public.carts", None));
+        assert_eq!(
+            (row.table.as_str(), row.origin.clone()),
+            ("public.carts", None)
+        );
         let record = to_record(&schema(), &row).expect("record");
         let change = derive_change(&schema(), &record, &[]).expect("change");
         assert!(
@@ -197,19 +219,61 @@ mod tests {
             "{:?}",
             change.ops
         );
-        assert_eq!(change.ops.len(), 3, "add qty, remove b, add c: {:?}", change.ops);
+        assert_eq!(
+            change.ops.len(),
+            3,
+            "add qty, remove b, add c: {:?}",
+            change.ops
+        );
+    }
+
+    #[test]
+    fn an_update_without_an_unchanged_toasted_column_keeps_it() {
+        let msg = json!({"action": "U", "schema": "public", "table": "carts",
+            "columns": [
+                {"name": "pk", "type": "text", "value": "u1"},
+                {"name": "qty", "type": "integer", "value": 6}],
+            "identity": [
+                {"name": "pk", "type": "text", "value": "u1"},
+                {"name": "qty", "type": "integer", "value": 5},
+                {"name": "big", "type": "text", "value": "a long text"}]});
+        let Message::Row(row) = decode(&msg.to_string()).expect("decodes") else {
+            panic!("a row")
+        };
+        let record = to_record(&schema(), &row).expect("record");
+        assert!(
+            record
+                .new_image
+                .as_ref()
+                .is_some_and(|n| n.contains_key("big")),
+            "{record:?}"
+        );
+        let change = derive_change(&schema(), &record, &[]).expect("change");
+        assert_eq!(
+            change.ops.len(),
+            1,
+            "only the counter moved: {:?}",
+            change.ops
+        );
     }
 
     #[test]
     fn begin_commit_and_rows_without_old_values_are_told_apart() {
-        assert_eq!(decode(r#"{"action":"B","xid":7}"#), Ok(Message::Begin));
+        assert_eq!(
+            decode(r#"{"action":"B","xid":7}"#),
+            Ok(Message::Begin(None))
+        );
+        assert_eq!(
+            decode(r#"{"action":"B","xid":7,"origin":3}"#),
+            Ok(Message::Begin(Some(3)))
+        );
         assert_eq!(decode(r#"{"action":"C","xid":7}"#), Ok(Message::Commit));
         let del = json!({"action": "D", "schema": "public", "table": "carts",
-            "columns": [], "origin": "tributary_carts"});
+            "columns": [], "origin": 3});
         let Message::Row(row) = decode(&del.to_string()).expect("decodes") else {
             panic!("a row")
         };
-        assert_eq!(row.origin.as_deref(), Some("tributary_carts"));
+        assert_eq!(row.origin, Some(3));
         let err = to_record(&schema(), &row).expect_err("no old row");
         assert!(err.contains("REPLICA IDENTITY FULL"), "{err}");
         assert!(decode("{oops").is_err());

@@ -280,4 +280,3 @@ fn classify_error(conditional: bool, code: Option<String>, text: String) -> Outc
         _ => Outcome::Retry(text),
     }
 }
-

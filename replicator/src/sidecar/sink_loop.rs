@@ -309,4 +309,3 @@ async fn save(core: &Core, id: &SourceId, cursor: &Cursor) -> anyhow::Result<()>
     core.writer.ingest_with(Vec::new(), attached).await??;
     Ok(())
 }
-

@@ -298,9 +298,9 @@ async fn ingest_phase(args: &Args, moto: &Moto) -> Result<Ingest> {
     }
     // One node ingesting the same stream.
     let endpoint = moto.endpoint();
-    let tables = "[[tables]]\nname = \"carts\"\npartition_key = \"pk\"\nsort_key = \"sk\"\ncounters = [\"qty\"]\n";
+    // The harness configures table carts (pk, sk; qty a counter).
     let source = format!(
-        "{tables}[[sources]]\nkind = \"kinesis\"\nstream = \"bench-changes\"\ntable = \"carts\"\n\
+        "[[sources]]\nkind = \"kinesis\"\nstream = \"bench-changes\"\ntable = \"carts\"\n\
          aws_region = \"ap-south-1\"\nendpoint_url = \"{endpoint}\"\npoll_interval = \"10ms\"\n\
          initial_load = \"none\"\n"
     );

@@ -292,8 +292,14 @@ pub fn plan(
                     .map_err(|e| format!("attribute {column}: {e}"))?;
                 let ident = quote_ident(column);
                 match (policy, m) {
-                    (MergePolicy::Counter, Some(m)) => {
-                        let delta = counter_delta(column, m, i)?;
+                    // A counter is absent until its first non-zero change:
+                    // absent and 0 are the same count.
+                    (MergePolicy::Counter, _) => {
+                        let zero = AttrValue::N(Number::from_i128(0));
+                        let delta = counter_delta(column, m.unwrap_or(&zero), i)?;
+                        if delta.to_i128() == Some(0) {
+                            continue;
+                        }
                         let p = b.param(column, Some(&AttrValue::N(delta)))?;
                         sets.push(format!("{ident} = coalesce({ident}, 0) + {p}"));
                     }

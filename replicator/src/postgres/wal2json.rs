@@ -208,10 +208,7 @@ mod tests {
         let Message::Row(row) = decode(&msg.to_string()).expect("decodes") else {
             panic!("a row")
         };
-        assert_eq!(
-            (row.table.as_str(), row.origin.clone()),
-            ("public.carts", None)
-        );
+        assert_eq!((row.table.as_str(), row.origin), ("public.carts", None));
         let record = to_record(&schema(), &row).expect("record");
         let change = derive_change(&schema(), &record, &[]).expect("change");
         assert!(

@@ -226,6 +226,9 @@ fn counter(
             update.add.push((attr, AttrValue::N(delta)));
         }
         Some(_) => {}
+        // A counter is absent from the merged document until its first
+        // non-zero change: a 0 the table holds is the same count, keep it.
+        None if i == Some(0) => {}
         None => replace(update, attr, None, image),
     }
     Ok(())

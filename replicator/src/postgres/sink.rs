@@ -27,7 +27,6 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 use tributary_engine::key::ItemKey;
 use tributary_engine::schema::{MergePolicy, TableSchema};
-use tributary_engine::store::LogStore;
 use tributary_engine::value::{AttrValue, Number, Scalar};
 
 use super::catalog::{self, TableInfo};
@@ -35,7 +34,6 @@ use super::types::{kind_of, to_sql_text};
 use super::{connect, describe, quote_ident};
 use crate::config::PostgresSinkConfig;
 use crate::node::Core;
-use crate::sidecar::image::{TableImage, image_key};
 use crate::sidecar::sink_loop::{self, ItemWriter, Outcome, SinkSettings};
 
 /// The writer of one table.
@@ -107,22 +105,11 @@ impl Sink {
     }
 
     async fn write_item(&self, client: &Client, info: &TableInfo, key: &ItemKey) -> Outcome {
-        let store = Arc::clone(&self.core.store);
-        let read_key = key.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            store.item_and_side(&read_key, &image_key(&read_key))
-        })
-        .await;
-        let (state, image) = match read {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Outcome::Retry(format!("reading the item: {e}")),
-            Err(e) => return Outcome::Retry(format!("reading the item: {e}")),
+        let (merged, image) = match sink_loop::read_item(&self.core, key).await {
+            Ok(read) => read,
+            Err(outcome) => return outcome,
         };
-        let image = match image.map(|b| TableImage::decode(&b)).transpose() {
-            Ok(image) => image.unwrap_or_default(),
-            Err(e) => return Outcome::Retry(format!("table image does not decode: {e}")),
-        };
-        let merged = state.and_then(|s| s.values()).map(|m| {
+        let merged = merged.map(|m| {
             m.into_iter()
                 .map(|(k, v)| (k.as_str().to_owned(), v))
                 .collect::<BTreeMap<String, AttrValue>>()

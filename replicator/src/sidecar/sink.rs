@@ -32,10 +32,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use tributary_engine::key::ItemKey;
 use tributary_engine::schema::TableSchema;
-use tributary_engine::store::LogStore;
 
 use super::aws::describe;
-use super::image::{TableImage, image_key, next_token};
+use super::image::next_token;
 use super::sink_loop::{self, ItemWriter, Outcome, SinkSettings};
 use crate::config::DynamoSinkConfig;
 use crate::dynamo::convert::{Expression, key_to_sdk, update_expression};
@@ -81,21 +80,10 @@ pub async fn run(core: Arc<Core>, config: DynamoSinkConfig, schema: TableSchema,
 
 /// Makes the table hold `key`'s merged document, once.
 async fn write_item(sink: &Sink, key: &ItemKey) -> Outcome {
-    let store = Arc::clone(&sink.core.store);
-    let read_key = key.clone();
-    let read =
-        tokio::task::spawn_blocking(move || store.item_and_side(&read_key, &image_key(&read_key)))
-            .await;
-    let (state, image) = match read {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Outcome::Retry(format!("reading the item: {e}")),
-        Err(e) => return Outcome::Retry(format!("reading the item: {e}")),
+    let (merged, image) = match sink_loop::read_item(&sink.core, key).await {
+        Ok(read) => read,
+        Err(outcome) => return outcome,
     };
-    let image = match image.map(|b| TableImage::decode(&b)).transpose() {
-        Ok(image) => image.unwrap_or_default(),
-        Err(e) => return Outcome::Retry(format!("table image does not decode: {e}")),
-    };
-    let merged = state.and_then(|s| s.values());
     let write = match plan(&sink.schema, merged.as_ref(), image.attrs.as_ref()) {
         Ok(Some(write)) => write,
         Ok(None) => return Outcome::Done,
@@ -140,15 +128,10 @@ async fn update(
         .await;
     match result {
         Ok(_) => Outcome::Done,
-        Err(e) => classify_error(
+        Err(e) => failed(
+            &e,
             e.as_service_error()
                 .is_some_and(|s| s.is_conditional_check_failed_exception()),
-            e.as_service_error().map(|s| {
-                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(s)
-                    .unwrap_or_default()
-                    .to_owned()
-            }),
-            describe(&e),
         ),
     }
 }
@@ -184,15 +167,10 @@ async fn create(
         .await;
     match result {
         Ok(_) => Outcome::Done,
-        Err(e) => classify_error(
+        Err(e) => failed(
+            &e,
             e.as_service_error()
                 .is_some_and(|s| s.is_conditional_check_failed_exception()),
-            e.as_service_error().map(|s| {
-                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(s)
-                    .unwrap_or_default()
-                    .to_owned()
-            }),
-            describe(&e),
         ),
     }
 }
@@ -228,15 +206,10 @@ async fn delete(
         .send()
         .await;
     if let Err(e) = marked {
-        return classify_error(
+        return failed(
+            &e,
             e.as_service_error()
                 .is_some_and(|s| s.is_conditional_check_failed_exception()),
-            e.as_service_error().map(|s| {
-                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(s)
-                    .unwrap_or_default()
-                    .to_owned()
-            }),
-            describe(&e),
         );
     }
     let mut values = std::collections::HashMap::new();
@@ -253,30 +226,29 @@ async fn delete(
         .await;
     match deleted {
         Ok(_) => Outcome::Done,
-        Err(e) => classify_error(
+        Err(e) => failed(
+            &e,
             e.as_service_error()
                 .is_some_and(|s| s.is_conditional_check_failed_exception()),
-            e.as_service_error().map(|s| {
-                aws_sdk_dynamodb::error::ProvideErrorMetadata::code(s)
-                    .unwrap_or_default()
-                    .to_owned()
-            }),
-            describe(&e),
         ),
     }
 }
 
-/// Sorts a failed write: a condition failure is a conflict; a validation
-/// error is permanent; everything else (throttling, 5xx, network) is
-/// retried.
-fn classify_error(conditional: bool, code: Option<String>, text: String) -> Outcome {
+/// Sorts a failed write: a condition failure (`conditional`) is a
+/// conflict; a validation error is permanent; everything else (throttling,
+/// 5xx, network) is retried.
+fn failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, conditional: bool) -> Outcome
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
     if conditional {
         return Outcome::Conflict;
     }
-    match code.as_deref() {
+    match e.as_service_error().and_then(|s| s.code()) {
         Some("ValidationException" | "ItemCollectionSizeLimitExceededException") => {
-            Outcome::Dead(text)
+            Outcome::Dead(describe(e))
         }
-        _ => Outcome::Retry(text),
+        _ => Outcome::Retry(describe(e)),
     }
 }

@@ -64,6 +64,44 @@ struct Pending {
     at: Instant,
 }
 
+/// An item's merged document and table image, read from one consistent
+/// view of the store; `Err` is the attempt's outcome (a retry).
+pub async fn read_item(
+    core: &Core,
+    key: &ItemKey,
+) -> Result<
+    (
+        Option<
+            std::collections::BTreeMap<
+                tributary_engine::ids::AttrName,
+                tributary_engine::value::AttrValue,
+            >,
+        >,
+        super::image::TableImage,
+    ),
+    Outcome,
+> {
+    let store = Arc::clone(&core.store);
+    let read_key = key.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        store.item_and_side(&read_key, &super::image::image_key(&read_key))
+    })
+    .await;
+    let (state, image) = match read {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(Outcome::Retry(format!("reading the item: {e}"))),
+        Err(e) => return Err(Outcome::Retry(format!("reading the item: {e}"))),
+    };
+    let image = match image
+        .map(|b| super::image::TableImage::decode(&b))
+        .transpose()
+    {
+        Ok(image) => image.unwrap_or_default(),
+        Err(e) => return Err(Outcome::Retry(format!("table image does not decode: {e}"))),
+    };
+    Ok((state.and_then(|s| s.values()), image))
+}
+
 /// Writes one item of a sink's table: makes the table hold the item's
 /// merged document (reading it, and the item's table image, itself).
 pub trait ItemWriter: Send + Sync + 'static {

@@ -7,10 +7,18 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 
 use crate::config::AwsEndpoint;
 
-/// The SDK configuration of one source or sink.
+/// The SDK configuration of one source or sink. Every call has a deadline
+/// (connect 3 s, attempt 10 s, whole call with the SDK's retries 30 s): a
+/// request the service never answers must not stall a shard or the sink.
 pub async fn sdk_config(endpoint: &AwsEndpoint) -> SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(std::time::Duration::from_secs(10))
+        .operation_timeout(std::time::Duration::from_secs(30))
+        .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(endpoint.aws_region.clone()));
+        .region(Region::new(endpoint.aws_region.clone()))
+        .timeout_config(timeouts);
     if let Some(url) = &endpoint.endpoint_url {
         loader = loader.endpoint_url(url.clone());
     }

@@ -58,6 +58,17 @@ fn start() -> World {
         },
         |_, _, p| p,
     );
+    // The PostgreSQL source's slot starts its stream: write after it exists.
+    wait_for("the slot to be created", DEADLINE, || {
+        let out = pg
+            .psql("app", "SELECT count(*) FROM pg_replication_slots")
+            .map_err(|e| e.to_string())?;
+        if out.trim() == "1" {
+            Ok(Some(()))
+        } else {
+            Err(out)
+        }
+    });
     World {
         dynamodb: Client::new(&config),
         rt,

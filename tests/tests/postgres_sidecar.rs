@@ -46,7 +46,29 @@ fn start() -> World {
         |i| sidecar(&dsns[i], REGIONS[i]),
         |_, _, p| p,
     );
+    // A source's slot starts its stream: rows written before it exists are
+    // not in it (PostgreSQL sources have no initial load yet).
+    for (pg, region) in pgs.iter().zip(REGIONS) {
+        wait_slot(pg, &format!("tributary_{}", region.replace('-', "_")));
+    }
     World { cluster, pgs }
+}
+
+/// Waits until replication slot `slot` exists on `pg`.
+fn wait_slot(pg: &Postgres, slot: &str) {
+    wait_for(&format!("slot {slot} to be created"), DEADLINE, || {
+        let out = pg
+            .psql(
+                "app",
+                &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            )
+            .map_err(|e| e.to_string())?;
+        if out.trim() == "1" {
+            Ok(Some(()))
+        } else {
+            Err(out)
+        }
+    });
 }
 
 impl World {
@@ -336,19 +358,7 @@ fn bad_tables_are_refused_with_the_statement_that_fixes_them_and_recover() {
         .expect("fix");
     // The source creates its slot once the table is right; rows from before
     // that are not in the slot (PostgreSQL sources have no initial load yet).
-    wait_for("the slot to be created", DEADLINE, || {
-        let out = pg
-            .psql(
-                "app",
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tributary_plain'",
-            )
-            .map_err(|e| e.to_string())?;
-        if out.trim() == "1" {
-            Ok(Some(()))
-        } else {
-            Err(out)
-        }
-    });
+    wait_slot(&pg, "tributary_plain");
     pg.psql("app", "INSERT INTO plain VALUES ('p1', 'x')")
         .expect("insert");
     wait_exists(node, "plain", "p1");

@@ -186,48 +186,39 @@ fn array_value(
     };
     let set = policy == MergePolicy::Set;
     Ok(match (kind, set) {
-        (SqlKind::TextArray, true) => {
-            let s: BTreeSet<String> = elements.iter().cloned().collect();
-            if s.len() != elements.len() {
-                return Err(err(
-                    column,
-                    sql_type,
-                    "a set column holds repeated elements",
-                ));
-            }
-            if s.is_empty() {
-                return Err(err(
-                    column,
-                    sql_type,
-                    "an empty array (use NULL for an empty set)",
-                ));
-            }
-            AttrValue::Ss(s)
-        }
-        (_, true) => {
-            let n = numbers()?;
-            let s: BTreeSet<Number> = n.iter().cloned().collect();
-            if s.len() != n.len() {
-                return Err(err(
-                    column,
-                    sql_type,
-                    "a set column holds repeated elements",
-                ));
-            }
-            if s.is_empty() {
-                return Err(err(
-                    column,
-                    sql_type,
-                    "an empty array (use NULL for an empty set)",
-                ));
-            }
-            AttrValue::Ns(s)
-        }
+        (SqlKind::TextArray, true) => AttrValue::Ss(distinct(column, sql_type, elements)?),
+        (_, true) => AttrValue::Ns(distinct(column, sql_type, numbers()?)?),
         (SqlKind::TextArray, false) => {
             AttrValue::L(elements.into_iter().map(AttrValue::S).collect())
         }
         (_, false) => AttrValue::L(numbers()?.into_iter().map(AttrValue::N).collect()),
     })
+}
+
+/// The elements of a set column as a set: refused when one repeats or
+/// there are none (an empty set is NULL).
+fn distinct<T: Ord>(
+    column: &str,
+    sql_type: &str,
+    elements: Vec<T>,
+) -> Result<BTreeSet<T>, TypeError> {
+    let count = elements.len();
+    let set: BTreeSet<T> = elements.into_iter().collect();
+    if set.len() != count {
+        return Err(err(
+            column,
+            sql_type,
+            "a set column holds repeated elements",
+        ));
+    }
+    if set.is_empty() {
+        return Err(err(
+            column,
+            sql_type,
+            "an empty array (use NULL for an empty set)",
+        ));
+    }
+    Ok(set)
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod crash;
 pub mod demo;
 pub mod dynamo;
 pub mod link;

@@ -121,6 +121,9 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// Its stderr log.
     pub log: PathBuf,
+    /// Extra environment for its process (e.g. a crash point), applied at
+    /// the next launch.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -226,6 +229,7 @@ impl Node {
             config,
             data_dir: dir.join(name),
             log: dir.join(format!("{name}.log")),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -243,6 +247,7 @@ impl Node {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--config"])
             .arg(&self.config)
             .stdout(Stdio::piped())
@@ -288,6 +293,19 @@ impl Node {
         let mut text = String::new();
         s.read_to_string(&mut text).expect("read /metrics");
         text
+    }
+
+    /// Waits until the process ends by itself (e.g. at a crash point);
+    /// its exit status.
+    pub fn wait_exit(&mut self, what: &str) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the node was launched");
+        let status = wait_for(what, DEADLINE, || match child.try_wait() {
+            Ok(Some(status)) => Ok(Some(status)),
+            Ok(None) => Err("still running".to_owned()),
+            Err(e) => Err(e.to_string()),
+        });
+        self.child = None;
+        status
     }
 
     /// SIGKILLs the process (no shutdown, no flush).
@@ -428,6 +446,7 @@ impl Cluster {
                 config,
                 data_dir,
                 log: dir.path().join(format!("{region}.log")),
+                env: Vec::new(),
                 child: None,
             });
         }

@@ -11,7 +11,7 @@ const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 /// The `carts` table of the cluster harness's schema (`qty` a counter,
 /// `tags` a set, `note` multi), as a PostgreSQL table.
 const DDL: &str = "CREATE TABLE carts (pk text, sk text, qty integer, tags text[], note text, \
-     color text, fit text, x integer, y integer, v integer, PRIMARY KEY (pk, sk)); \
+     color text, fit text, x integer, y integer, v integer, price numeric, PRIMARY KEY (pk, sk)); \
      ALTER TABLE carts REPLICA IDENTITY FULL;";
 
 fn sidecar(dsn: &str, region: &str) -> String {
@@ -29,8 +29,9 @@ struct World {
     pgs: Vec<Postgres>,
 }
 
-fn start() -> World {
-    let pgs: Vec<Postgres> = REGIONS
+/// One PostgreSQL server per region, each with an empty `carts` table.
+fn servers() -> Vec<Postgres> {
+    REGIONS
         .iter()
         .map(|_| {
             let pg = Postgres::start().expect("postgres");
@@ -38,16 +39,26 @@ fn start() -> World {
             pg.psql("app", DDL).expect("table");
             pg
         })
-        .collect();
+        .collect()
+}
+
+/// The two regions' nodes, linked, each beside its server.
+fn nodes(pgs: &[Postgres]) -> Cluster {
     let dsns: Vec<String> = pgs.iter().map(|p| p.dsn("app")).collect();
-    let cluster = Cluster::start_each(
+    Cluster::start_each(
         &REGIONS,
         &[(0, 1)],
         |i| sidecar(&dsns[i], REGIONS[i]),
         |_, _, p| p,
-    );
-    // A source's slot starts its stream: rows written before it exists are
-    // not in it (PostgreSQL sources have no initial load yet).
+    )
+}
+
+fn start() -> World {
+    let pgs = servers();
+    let cluster = nodes(&pgs);
+    // The tests' writes then go through the slots, not the initial load
+    // (which `rows_from_before_the_slot_and_from_during_the_scan_are_loaded_once`
+    // tests).
     for (pg, region) in pgs.iter().zip(REGIONS) {
         wait_slot(pg, &format!("tributary_{}", region.replace('-', "_")));
     }
@@ -300,6 +311,203 @@ fn an_idle_slot_keeps_up_with_the_servers_wal() {
             Err(format!("slot at {behind:?}, WAL at {target}"))
         }
     });
+}
+
+#[test]
+fn rows_from_before_the_slot_and_from_during_the_scan_are_loaded_once() {
+    let pgs = servers();
+    const SEEDED: u64 = 1500;
+    pgs[0]
+        .psql(
+            "app",
+            &format!(
+                "INSERT INTO carts (pk, sk, qty, note, price) SELECT 'r' || g, 'c', g, 'seed', \
+                 12345678901234567890.123456789012345678 + g FROM generate_series(1, {SEEDED}) g"
+            ),
+        )
+        .expect("seed");
+    // An application keeps writing while the node starts, creates its slot
+    // and scans: each write is in the scan, in the slot, or in both, and
+    // must count once.
+    let loading = std::sync::atomic::AtomicBool::new(true);
+    let (cluster, writes) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut n = 0u64;
+            while loading.load(std::sync::atomic::Ordering::Relaxed) || n < 20 {
+                n += 1;
+                pgs[0]
+                    .psql(
+                        "app",
+                        &format!(
+                            "UPDATE carts SET qty = qty + 1 WHERE pk = 'r{}'; \
+                             INSERT INTO carts (pk, sk, qty) VALUES ('w{n}', 'c', {n})",
+                            n % SEEDED + 1
+                        ),
+                    )
+                    .expect("write during the load");
+            }
+            n
+        });
+        let cluster = nodes(&pgs);
+        wait_for("us-east-1's initial load to finish", DEADLINE, || {
+            let s = status(&cluster.nodes[0]);
+            let load = &s["sources"]["postgres:tributary_us_east_1"]["initial_load"];
+            if load.as_str().is_some_and(|l| l.starts_with("done")) {
+                Ok(Some(()))
+            } else {
+                Err(s["sources"].to_string())
+            }
+        });
+        loading.store(false, std::sync::atomic::Ordering::Relaxed);
+        (cluster, writer.join().expect("writer"))
+    });
+    let world = World { cluster, pgs };
+    // Every seeded qty, one increment per update, and each inserted row.
+    let expected_sum = (1..=SEEDED).sum::<u64>() + writes + (1..=writes).sum::<u64>();
+    let expected = format!("{}|{expected_sum}", SEEDED + writes);
+    wait_for(
+        "both tables to hold every row, counted once",
+        DEADLINE,
+        || {
+            let totals: Vec<String> = world
+                .pgs
+                .iter()
+                .map(|pg| {
+                    pg.psql("app", "SELECT count(*) || '|' || sum(qty) FROM carts")
+                        .map(|t| t.trim().to_owned())
+                        .unwrap_or_else(|e| e.to_string())
+                })
+                .collect();
+            if totals.iter().all(|t| *t == expected) {
+                Ok(Some(()))
+            } else {
+                Err(format!("count|sum {totals:?}, expected {expected}"))
+            }
+        },
+    );
+    world
+        .cluster
+        .wait_converged("the nodes to converge after the load");
+    assert_eq!(world.rows(0), world.rows(1), "the tables differ");
+    let price = world.pgs[1]
+        .psql("app", "SELECT price FROM carts WHERE pk = 'r7'")
+        .expect("price");
+    assert_eq!(
+        price.trim(),
+        "12345678901234567897.123456789012345678",
+        "a numeric keeps every digit"
+    );
+    for node in world.nodes() {
+        let s = status(node);
+        let slot = format!("postgres:tributary_{}", node.region.replace('-', "_"));
+        assert_eq!(
+            s["sources"][slot.as_str()]["dead_letters"],
+            json!(0),
+            "{}: {}",
+            node.region,
+            s["sources"]
+        );
+    }
+}
+
+/// Restarts node `i` so that it aborts at crash point `point`.
+fn crash_at(world: &mut World, i: usize, point: &str) {
+    world.cluster.kill9(i);
+    world.cluster.nodes[i].env = vec![("TRIBUTARY_CRASH_AT".to_owned(), point.to_owned())];
+    world.cluster.launch(i);
+}
+
+/// Waits for node `i` to abort at its crash point, then starts it again
+/// without one.
+fn wait_crash_and_restart(world: &mut World, i: usize) {
+    let node = &mut world.cluster.nodes[i];
+    let status = node.wait_exit(&format!("{} to abort at its crash point", node.region));
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        node.log_tail().contains("aborting at the crash point"),
+        "{}",
+        node.log_tail()
+    );
+    node.env.clear();
+    world.cluster.launch(i);
+}
+
+fn lsn(pg: &Postgres) -> String {
+    pg.psql("app", "SELECT pg_current_wal_lsn()")
+        .expect("lsn")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_crash_between_the_logs_commit_and_the_slots_confirmation_counts_once() {
+    let mut world = start();
+    world.sql(0, "INSERT INTO carts (pk, sk, qty) VALUES ('hot', 'c', 1)");
+    world.wait_rows("the row in both tables", "hot", &json!({"qty": 1}));
+    crash_at(&mut world, 0, "postgres-source-after-commit");
+    world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
+    let written = lsn(&world.pgs[0]);
+    let node = &mut world.cluster.nodes[0];
+    let status = node.wait_exit("us-east-1 to abort with the update durable in its log");
+    assert!(!status.success(), "{status:?}");
+    let confirmed = world.pgs[0]
+        .psql(
+            "app",
+            &format!(
+                "SELECT confirmed_flush_lsn < '{written}'::pg_lsn, confirmed_flush_lsn \
+                 FROM pg_replication_slots WHERE slot_name = 'tributary_us_east_1'"
+            ),
+        )
+        .expect("slot");
+    assert!(
+        confirmed.starts_with('t'),
+        "the slot was confirmed past the update before the node died: {confirmed} (update at {written})"
+    );
+    world.cluster.nodes[0].env.clear();
+    world.cluster.launch(0);
+    // The slot gives the update again; the log's checkpoint skips it.
+    world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
+    world
+        .cluster
+        .wait_converged("the regions to converge after the crash");
+    world.wait_rows("both increments, once each", "hot", &json!({"qty": 3}));
+    wait_item(
+        &world.nodes()[0],
+        "hot",
+        "the log to count each once",
+        |i| i["attributes"]["qty"] == json!(3),
+    );
+}
+
+#[test]
+fn a_crash_between_the_sinks_commit_and_its_checkpoint_counts_once() {
+    let mut world = start();
+    world.sql(0, "INSERT INTO carts (pk, sk, qty) VALUES ('hot', 'c', 1)");
+    world.wait_rows("the row in both tables", "hot", &json!({"qty": 1}));
+    crash_at(&mut world, 1, "postgres-sink-after-commit");
+    world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
+    wait_crash_and_restart(&mut world, 1);
+    // The sink's write was committed before it died.
+    let held = world.pgs[1]
+        .psql("app", "SELECT qty FROM carts WHERE pk = 'hot'")
+        .expect("qty");
+    assert_eq!(held.trim(), "2", "eu-west-1's table before the restart");
+    world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
+    world
+        .cluster
+        .wait_converged("the regions to converge after the crash");
+    world.wait_rows("both increments, once each", "hot", &json!({"qty": 3}));
+    for node in world.nodes() {
+        wait_for("the sinks to have nothing left to write", DEADLINE, || {
+            let s = status(node);
+            if s["sinks"]["sink:postgres:carts"]["backlog"] == json!(0) {
+                Ok(Some(()))
+            } else {
+                Err(s["sinks"].to_string())
+            }
+        });
+    }
+    world.wait_rows("still once each", "hot", &json!({"qty": 3}));
 }
 
 /// One node on `pg` whose source follows `table` (no peers).

@@ -85,6 +85,12 @@ pub struct PostgresSourceConfig {
     /// How long to wait before polling the slot again when it had nothing.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     pub poll_interval: Duration,
+    /// What to do with the table's existing rows when the source starts
+    /// with no checkpoint (see [`InitialLoad`]); default `"items"`. The
+    /// table is scanned after the slot exists, so nothing written around
+    /// the slot's creation is missed.
+    #[serde(default)]
+    pub initial_load: InitialLoad,
 }
 
 /// `kind = "dynamodb-streams"`.
@@ -274,7 +280,7 @@ impl SourceConfig {
         match self {
             SourceConfig::DynamodbStreams(c) => c.initial_load,
             SourceConfig::Kinesis(c) => c.initial_load,
-            SourceConfig::Postgres(_) => InitialLoad::None,
+            SourceConfig::Postgres(c) => c.initial_load,
         }
     }
 

@@ -504,16 +504,26 @@ fn explain_names_tables_policies_and_effective_values() {
 }
 
 #[test]
-fn the_dynamodb_examples_are_valid_twins() {
-    let east = NodeConfig::from_toml_str(include_str!("../../examples/dynamodb-us-east-1.toml"))
-        .expect("the us-east-1 example is valid");
-    let west = NodeConfig::from_toml_str(include_str!("../../examples/dynamodb-eu-west-1.toml"))
-        .expect("the eu-west-1 example is valid");
-    assert_eq!(east.peers[0].region, west.region);
-    assert_eq!(west.peers[0].region, east.region);
-    assert_eq!(
-        east.tables, west.tables,
-        "both regions merge with the same schema"
-    );
-    assert_eq!((east.sources.len(), east.sinks.len()), (1, 1));
+fn the_examples_are_valid_twins() {
+    let pairs = [
+        (
+            include_str!("../../examples/dynamodb-us-east-1.toml"),
+            include_str!("../../examples/dynamodb-eu-west-1.toml"),
+        ),
+        (
+            include_str!("../../examples/postgres-us-east-1.toml"),
+            include_str!("../../examples/postgres-eu-west-1.toml"),
+        ),
+    ];
+    for (east, west) in pairs {
+        let east = NodeConfig::from_toml_str(east).expect("the us-east-1 example is valid");
+        let west = NodeConfig::from_toml_str(west).expect("the eu-west-1 example is valid");
+        assert_eq!(east.peers[0].region, west.region);
+        assert_eq!(west.peers[0].region, east.region);
+        assert_eq!(
+            east.tables, west.tables,
+            "both regions merge with the same schema"
+        );
+        assert_eq!((east.sources.len(), east.sinks.len()), (1, 1));
+    }
 }

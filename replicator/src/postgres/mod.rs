@@ -11,6 +11,9 @@
 //!   of the durable log; an idle poll advances it to the server's position,
 //!   so WAL does not pile up. Rows the sink wrote carry its replication
 //!   origin: they only move the table image (no echo, no double count).
+//! - [`load`]: the initial load of the rows that exist before the slot:
+//!   one snapshot scan after the slot is created, then the slot, whose
+//!   first transactions apply only where they continue from the scan.
 //! - [`sink`]: upserts conditioned on the values the table image shows
 //!   (counters as `col = col + delta`), in a session tagged with the
 //!   sink's replication origin.
@@ -20,6 +23,7 @@
 //! - [`wal2json`]: the decoder of wal2json's messages (pure).
 
 pub mod catalog;
+pub mod load;
 pub mod sink;
 pub mod source;
 pub mod types;

@@ -133,6 +133,7 @@ impl Sink {
         match client.execute(statement.sql.as_str(), &params).await {
             Ok(0) => Outcome::Conflict,
             Ok(_) => {
+                crate::crash::point("postgres-sink-after-commit");
                 self.core.sidecar.sink_outcome(
                     &format!("sink:postgres:{}", self.config.table),
                     "written",

@@ -32,12 +32,13 @@ use tributary_engine::schema::TableSchema;
 use tributary_engine::store::{Checkpoint, DeadLetter, LogStore};
 use tributary_engine::stream_record::{EventName, derive_change};
 
-use super::catalog;
 use super::wal2json::{Message, decode, to_record};
+use super::{catalog, load};
 use super::{connect, describe, format_lsn, parse_lsn};
 use crate::config::PostgresSourceConfig;
 use crate::link::Backoff;
 use crate::node::{Core, now_millis};
+use crate::sidecar::classify::{continues_from, is_key_or_marker};
 use crate::sidecar::facts::{Ingested, ShardFacts};
 use crate::sidecar::image::{TableImage, image_key};
 
@@ -111,6 +112,18 @@ async fn session(
         .map_err(|e| e.to_string())?
         .and_then(|c| c.0.strip_prefix("lsn:").and_then(parse_lsn));
     ensure_slot(&client, &config.slot, checkpoint.is_some()).await?;
+    // The slot exists: rows from before it are scanned now (once).
+    let window = load::run(
+        core,
+        &config.dsn,
+        schema,
+        &info,
+        prefix,
+        checkpoint.is_some(),
+        config.initial_load,
+    )
+    .await
+    .map_err(|e| format!("initial load: {e}"))?;
     let sink_origin = match sink_origin {
         Some(name) => Some(origin_id(&client, name).await?),
         None => None,
@@ -137,7 +150,13 @@ async fn session(
         let advance_to = match transactions.last() {
             Some((commit, _)) => {
                 let commit = *commit;
-                ingest(core, schema, sink_origin, prefix, &id, &transactions).await?;
+                let read = Read {
+                    schema,
+                    sink_origin,
+                    window,
+                };
+                ingest(core, &read, prefix, &id, &transactions).await?;
+                crate::crash::point("postgres-source-after-commit");
                 done = commit;
                 commit
             }
@@ -273,22 +292,36 @@ fn transactions(messages: &[(String, String)], done: u64) -> Vec<(u64, Vec<RowMe
     out
 }
 
+/// How a session reads its rows.
+struct Read<'a> {
+    schema: &'a TableSchema,
+    /// The numeric id of the sink's replication origin.
+    sink_origin: Option<u32>,
+    /// The end of the initial load's window: a transaction committed at or
+    /// before it applies only where it continues from the scanned image.
+    window: Option<u64>,
+}
+
 /// Ingests `transactions` in one atomic commit with the checkpoint.
 async fn ingest(
     core: &Arc<Core>,
-    schema: &TableSchema,
-    sink_origin: Option<u32>,
+    read: &Read<'_>,
     prefix: &str,
     id: &SourceId,
     transactions: &[(u64, Vec<RowMessage>)],
 ) -> Result<(), String> {
+    let schema = read.schema;
     let mut images: BTreeMap<ItemKey, TableImage> = BTreeMap::new();
     let mut changes = Vec::new();
     let mut from: Vec<(String, String)> = Vec::new();
     let mut dead = Vec::new();
     let mut echoes = 0;
-    for (lsn, data, txn_origin) in transactions.iter().flat_map(|(_, rows)| rows) {
-        let read = decode(data).and_then(|m| match m {
+    let mut loaded = 0;
+    let rows = transactions
+        .iter()
+        .flat_map(|(commit, rows)| rows.iter().map(move |row| (*commit, row)));
+    for (commit, (lsn, data, txn_origin)) in rows {
+        let decoded = decode(data).and_then(|m| match m {
             Message::Row(row) => {
                 let record = to_record(schema, &row)?;
                 let change = derive_change(schema, &record, &[]).map_err(|e| e.to_string())?;
@@ -296,7 +329,7 @@ async fn ingest(
             }
             _ => Ok(None),
         });
-        let (row, record, change) = match read {
+        let (row, record, change) = match decoded {
             Ok(Some(read)) => read,
             Ok(None) => continue,
             Err(reason) => {
@@ -318,13 +351,19 @@ async fn ingest(
                 images.entry(change.key.clone()).or_insert(loaded)
             }
         };
+        if read.window.is_some_and(|end| commit <= end)
+            && !continues_from(image, &record, schema, None)
+        {
+            loaded += 1;
+            continue;
+        }
         image.attrs = record.new_image.as_ref().map(|new| {
             new.iter()
-                .filter(|(name, _)| !is_key(schema, name))
+                .filter(|(name, _)| !is_key_or_marker(schema, None, name))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         });
-        if sink_origin.is_some() && row.origin.or(*txn_origin) == sink_origin {
+        if read.sink_origin.is_some() && row.origin.or(*txn_origin) == read.sink_origin {
             echoes += 1;
         } else if !(record.event == EventName::Modify && change.ops.is_empty()) {
             changes.push(change);
@@ -368,7 +407,7 @@ async fn ingest(
         Ingested {
             changes: count - refused,
             echoes,
-            duplicates: 0,
+            duplicates: loaded,
             dead_letters: dead_count + refused,
         },
     );
@@ -377,10 +416,6 @@ async fn ingest(
         .with_label_values(&[prefix])
         .inc_by(dead_count + refused);
     Ok(())
-}
-
-fn is_key(schema: &TableSchema, name: &str) -> bool {
-    schema.partition_key().as_str() == name || schema.sort_key().is_some_and(|s| s.as_str() == name)
 }
 
 fn letter(id: &SourceId, lsn: &str, reason: String, data: &str) -> DeadLetter {

@@ -101,9 +101,9 @@ fn err(column: &str, sql_type: &str, reason: impl Into<String>) -> TypeError {
 
 /// A column value as wal2json gives it (format 2), as an attribute value;
 /// `None` for SQL NULL. wal2json 2.5 (Debian's for PostgreSQL 15) writes
-/// numbers as JSON numbers: integers arrive exact, a `numeric` with a
-/// fraction through a double (15 significant digits; the option that
-/// would keep them as strings is newer).
+/// numbers as unquoted JSON numbers; the decoder hands them over as their
+/// exact text ([`super::wal2json::decode`]), so a `numeric` keeps every
+/// digit DynamoDB's 38 can hold. A table scan gives every value as text.
 pub fn from_wal2json(
     column: &str,
     sql_type: &str,

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tributary_engine::schema::TableSchema;
 use tributary_engine::stream_record::{ChangeRecord, EventName};
 use tributary_engine::value::AttrValue;
@@ -60,16 +61,38 @@ pub struct Column {
     pub value: Value,
 }
 
+/// A message as wal2json writes it. Column values stay raw JSON text, so
+/// a `numeric` keeps every digit (wal2json 2.5 writes numbers unquoted,
+/// and a double would round them to 15 significant digits).
+#[derive(serde::Deserialize)]
+struct Wire<'a> {
+    action: Option<&'a str>,
+    origin: Option<u64>,
+    #[serde(default)]
+    schema: String,
+    #[serde(default)]
+    table: String,
+    #[serde(borrow)]
+    columns: Option<Vec<WireColumn<'a>>>,
+    #[serde(borrow)]
+    identity: Option<Vec<WireColumn<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireColumn<'a> {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    sql_type: Option<String>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
 /// Decodes one message.
 pub fn decode(text: &str) -> Result<Message, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let action = v
-        .get("action")
-        .and_then(Value::as_str)
-        .ok_or("no \"action\"")?;
-    let origin = v
-        .get("origin")
-        .and_then(Value::as_u64)
+    let wire: Wire = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let action = wire.action.ok_or("no \"action\"")?;
+    let origin = wire
+        .origin
         .and_then(|o| u32::try_from(o).ok())
         .filter(|o| *o != 0);
     let event = match action {
@@ -80,41 +103,47 @@ pub fn decode(text: &str) -> Result<Message, String> {
         "D" => EventName::Remove,
         other => return Ok(Message::Other(other.to_owned())),
     };
-    let columns = |field: &str| -> Result<Vec<Column>, String> {
-        let Some(list) = v.get(field) else {
-            return Ok(Vec::new());
-        };
-        list.as_array()
-            .ok_or_else(|| format!("\"{field}\" is not an array"))?
-            .iter()
-            .map(|c| {
-                Ok(Column {
-                    name: c
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or("a column without a name")?
-                        .to_owned(),
-                    sql_type: c
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .ok_or("a column without a type (enable include-types)")?
-                        .to_owned(),
-                    value: c.get("value").cloned().unwrap_or(Value::Null),
-                })
-            })
-            .collect()
-    };
-    let text_field = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or_default();
     Ok(Message::Row(Row {
         event,
-        table: format!("{}.{}", text_field("schema"), text_field("table")),
-        columns: columns("columns")?,
-        identity: columns("identity")?,
+        table: format!("{}.{}", wire.schema, wire.table),
+        columns: columns(wire.columns)?,
+        identity: columns(wire.identity)?,
         origin,
     }))
 }
 
-fn image(schema: &TableSchema, columns: &[Column]) -> Result<BTreeMap<String, AttrValue>, String> {
+fn columns(list: Option<Vec<WireColumn>>) -> Result<Vec<Column>, String> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            Ok(Column {
+                name: c.name.ok_or("a column without a name")?,
+                sql_type: c
+                    .sql_type
+                    .ok_or("a column without a type (enable include-types)")?,
+                value: c.value.map_or(Ok(Value::Null), raw_value)?,
+            })
+        })
+        .collect()
+}
+
+/// A raw column value: a JSON number becomes its exact text (the type
+/// mapping parses text), anything else its JSON value.
+fn raw_value(raw: &RawValue) -> Result<Value, String> {
+    let text = raw.get().trim();
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Ok(Value::String(text.to_owned()))
+    } else {
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+    }
+}
+
+/// The attributes of a row's `columns` (SQL NULLs left out) under
+/// `schema`'s policies.
+pub fn image(
+    schema: &TableSchema,
+    columns: &[Column],
+) -> Result<BTreeMap<String, AttrValue>, String> {
     let mut out = BTreeMap::new();
     for c in columns {
         let policy = tributary_engine::ids::AttrName::new(c.name.as_str())
@@ -274,5 +303,25 @@ mod tests {
         let err = to_record(&schema(), &row).expect_err("no old row");
         assert!(err.contains("REPLICA IDENTITY FULL"), "{err}");
         assert!(decode("{oops").is_err());
+    }
+
+    #[test]
+    fn a_numeric_keeps_every_digit() {
+        let msg = r#"{"action":"I","schema":"public","table":"carts","columns":[
+            {"name":"pk","type":"text","value":"u1"},
+            {"name":"price","type":"numeric(38,18)","value":12345678901234567890.123456789012345678},
+            {"name":"tiny","type":"numeric","value":-0.000000000000000000001},
+            {"name":"note","type":"text","value":null}]}"#;
+        let Message::Row(row) = decode(msg).expect("decodes") else {
+            panic!("a row")
+        };
+        let record = to_record(&schema(), &row).expect("record");
+        let new = record.new_image.expect("new row");
+        assert_eq!(
+            new.get("price").map(|v| v.to_dynamodb_json().to_string()),
+            Some(r#"{"N":"12345678901234567890.123456789012345678"}"#.to_owned())
+        );
+        assert!(new.contains_key("tiny"), "{new:?}");
+        assert!(!new.contains_key("note"), "NULL is absent: {new:?}");
     }
 }

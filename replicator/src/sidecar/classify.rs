@@ -163,6 +163,19 @@ fn reflected_by_load(
     if at > end {
         return false;
     }
+    !continues_from(image, record, schema, marker)
+}
+
+/// Whether `record` continues from `image`: its old row is what the image
+/// holds (an insert continues from no item). Inside an initial load's
+/// window, a record that continues is applied; one that does not was seen
+/// by the scan already (the scanned row is a later state) and is skipped.
+pub fn continues_from(
+    image: &TableImage,
+    record: &ChangeRecord,
+    schema: &TableSchema,
+    marker: Option<&AttrName>,
+) -> bool {
     let old_attrs = record.old_image.as_ref().map(|old| {
         old.iter()
             .filter(|(name, _)| !is_key_or_marker(schema, marker, name))
@@ -173,12 +186,14 @@ fn reflected_by_load(
         (Some(m), Some(old)) => old.get(m.as_str()).cloned(),
         _ => None,
     };
-    // Continues from the image: apply. Otherwise the scan saw it (or a
-    // later state): skip.
-    !(old_attrs == image.attrs && old_marker == image.marker)
+    old_attrs == image.attrs && old_marker == image.marker
 }
 
-fn is_key_or_marker(schema: &TableSchema, marker: Option<&AttrName>, name: &str) -> bool {
+pub(crate) fn is_key_or_marker(
+    schema: &TableSchema,
+    marker: Option<&AttrName>,
+    name: &str,
+) -> bool {
     schema.partition_key().as_str() == name
         || schema.sort_key().is_some_and(|s| s.as_str() == name)
         || marker.is_some_and(|m| m.as_str() == name)

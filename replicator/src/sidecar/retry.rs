@@ -11,7 +11,10 @@
 //!   merged state.
 //!
 //! The letter is removed once applied; a record that still fails keeps its
-//! letter and the answer says why.
+//! letter and the answer says why. Retrying twice (or again after a crash
+//! between the apply and the removal) applies a record once: a stream
+//! record's event id is remembered in the item's image, and a PostgreSQL
+//! row's letter id in the side state, each in the commit that applies it.
 
 use std::sync::Arc;
 
@@ -96,17 +99,44 @@ pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryErr
         .filter(|s| s.table() == config.table())
         .find_map(|s| s.marker().cloned());
     if let crate::config::SourceConfig::Postgres(_) = config {
+        // A wal2json row has no event id to remember: the letter's id is
+        // recorded in the same commit as its change, so a retry after a
+        // crash before the letter's removal does not apply it twice.
+        let applied = format!("dead-letter-applied/{id}").into_bytes();
+        if core
+            .store
+            .side(&applied)
+            .map_err(|e| RetryError::Internal(e.to_string()))?
+            .is_some_and(|v| v == APPLIED)
+        {
+            remove(core, id)?;
+            return Ok((true, "already applied; letter removed".to_owned()));
+        }
         let change = match crate::postgres::source::retry_change(schema, &letter.raw) {
             Ok(change) => change,
             Err(reason) => return Ok((false, format!("still fails: {reason}"))),
         };
+        let attached = Attached {
+            side: vec![(applied.clone(), APPLIED.to_vec())],
+            ..Attached::default()
+        };
         let report = core
             .writer
-            .ingest(vec![change])
+            .ingest_with(vec![change], attached)
             .await
             .map_err(|e| RetryError::Internal(e.to_string()))?
             .map_err(|e| RetryError::Internal(e.to_string()))?;
         if let Some(Err(e)) = report.outcomes.first() {
+            // The log refused it: the mark says so, for the next retry.
+            let unmark = Attached {
+                side: vec![(applied, Vec::new())],
+                ..Attached::default()
+            };
+            core.writer
+                .ingest_with(Vec::new(), unmark)
+                .await
+                .map_err(|e| RetryError::Internal(e.to_string()))?
+                .map_err(|e| RetryError::Internal(e.to_string()))?;
             return Ok((false, format!("still fails: {e}")));
         }
         remove(core, id)?;
@@ -164,6 +194,9 @@ pub async fn retry(core: &Arc<Core>, id: u64) -> Result<(bool, String), RetryErr
         },
     ))
 }
+
+/// The side-state value marking a PostgreSQL dead letter as applied.
+const APPLIED: &[u8] = b"applied";
 
 fn find(core: &Core, id: u64) -> Result<DeadLetter, RetryError> {
     let after = id.checked_sub(1).filter(|a| *a > 0).map(DeadLetterId);

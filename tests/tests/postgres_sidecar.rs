@@ -122,6 +122,20 @@ impl World {
         });
     }
 
+    /// Waits until both sinks have nothing left to write.
+    fn wait_sinks_idle(&self) {
+        for node in self.nodes() {
+            wait_for("the sinks to have nothing left to write", DEADLINE, || {
+                let s = status(node);
+                if s["sinks"]["sink:postgres:carts"]["backlog"] == json!(0) {
+                    Ok(Some(()))
+                } else {
+                    Err(s["sinks"].to_string())
+                }
+            });
+        }
+    }
+
     fn nodes(&self) -> &[Node] {
         &self.cluster.nodes
     }
@@ -219,16 +233,7 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
     world
         .cluster
         .wait_converged("the nodes to converge after the barrier");
-    for node in world.nodes() {
-        wait_for("the sinks to have nothing left to write", DEADLINE, || {
-            let s = status(node);
-            if s["sinks"]["sink:postgres:carts"]["backlog"] == json!(0) {
-                Ok(Some(()))
-            } else {
-                Err(s["sinks"].to_string())
-            }
-        });
-    }
+    world.wait_sinks_idle();
     let after = status(a)["applied"].clone();
     for region in REGIONS {
         let (x, y) = (before[region].as_u64(), after[region].as_u64());
@@ -410,16 +415,20 @@ fn rows_from_before_the_slot_and_from_during_the_scan_are_loaded_once() {
     }
 }
 
-/// Restarts node `i` so that it aborts at crash point `point`.
-fn crash_at(world: &mut World, i: usize, point: &str) {
+/// Two regions holding the row `hot` (qty 1), node `i` restarted so that
+/// it aborts at crash point `point`.
+fn hot_row_and_crash_point(i: usize, point: &str) -> World {
+    let mut world = start();
+    world.sql(0, "INSERT INTO carts (pk, sk, qty) VALUES ('hot', 'c', 1)");
+    world.wait_rows("the row in both tables", "hot", &json!({"qty": 1}));
     world.cluster.kill9(i);
     world.cluster.nodes[i].env = vec![("TRIBUTARY_CRASH_AT".to_owned(), point.to_owned())];
     world.cluster.launch(i);
+    world
 }
 
-/// Waits for node `i` to abort at its crash point, then starts it again
-/// without one.
-fn wait_crash_and_restart(world: &mut World, i: usize) {
+/// Waits for node `i` to abort at its crash point.
+fn wait_crash(world: &mut World, i: usize) {
     let node = &mut world.cluster.nodes[i];
     let status = node.wait_exit(&format!("{} to abort at its crash point", node.region));
     assert!(!status.success(), "{status:?}");
@@ -428,7 +437,11 @@ fn wait_crash_and_restart(world: &mut World, i: usize) {
         "{}",
         node.log_tail()
     );
-    node.env.clear();
+}
+
+/// Starts node `i` again, without a crash point.
+fn restart(world: &mut World, i: usize) {
+    world.cluster.nodes[i].env.clear();
     world.cluster.launch(i);
 }
 
@@ -441,15 +454,10 @@ fn lsn(pg: &Postgres) -> String {
 
 #[test]
 fn a_crash_between_the_logs_commit_and_the_slots_confirmation_counts_once() {
-    let mut world = start();
-    world.sql(0, "INSERT INTO carts (pk, sk, qty) VALUES ('hot', 'c', 1)");
-    world.wait_rows("the row in both tables", "hot", &json!({"qty": 1}));
-    crash_at(&mut world, 0, "postgres-source-after-commit");
+    let mut world = hot_row_and_crash_point(0, "postgres-source-after-commit");
     world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
     let written = lsn(&world.pgs[0]);
-    let node = &mut world.cluster.nodes[0];
-    let status = node.wait_exit("us-east-1 to abort with the update durable in its log");
-    assert!(!status.success(), "{status:?}");
+    wait_crash(&mut world, 0);
     let confirmed = world.pgs[0]
         .psql(
             "app",
@@ -463,8 +471,7 @@ fn a_crash_between_the_logs_commit_and_the_slots_confirmation_counts_once() {
         confirmed.starts_with('t'),
         "the slot was confirmed past the update before the node died: {confirmed} (update at {written})"
     );
-    world.cluster.nodes[0].env.clear();
-    world.cluster.launch(0);
+    restart(&mut world, 0);
     // The slot gives the update again; the log's checkpoint skips it.
     world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
     world
@@ -481,32 +488,21 @@ fn a_crash_between_the_logs_commit_and_the_slots_confirmation_counts_once() {
 
 #[test]
 fn a_crash_between_the_sinks_commit_and_its_checkpoint_counts_once() {
-    let mut world = start();
-    world.sql(0, "INSERT INTO carts (pk, sk, qty) VALUES ('hot', 'c', 1)");
-    world.wait_rows("the row in both tables", "hot", &json!({"qty": 1}));
-    crash_at(&mut world, 1, "postgres-sink-after-commit");
+    let mut world = hot_row_and_crash_point(1, "postgres-sink-after-commit");
     world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
-    wait_crash_and_restart(&mut world, 1);
+    wait_crash(&mut world, 1);
     // The sink's write was committed before it died.
     let held = world.pgs[1]
         .psql("app", "SELECT qty FROM carts WHERE pk = 'hot'")
         .expect("qty");
     assert_eq!(held.trim(), "2", "eu-west-1's table before the restart");
+    restart(&mut world, 1);
     world.sql(0, "UPDATE carts SET qty = qty + 1 WHERE pk = 'hot'");
     world
         .cluster
         .wait_converged("the regions to converge after the crash");
     world.wait_rows("both increments, once each", "hot", &json!({"qty": 3}));
-    for node in world.nodes() {
-        wait_for("the sinks to have nothing left to write", DEADLINE, || {
-            let s = status(node);
-            if s["sinks"]["sink:postgres:carts"]["backlog"] == json!(0) {
-                Ok(Some(()))
-            } else {
-                Err(s["sinks"].to_string())
-            }
-        });
-    }
+    world.wait_sinks_idle();
     world.wait_rows("still once each", "hot", &json!({"qty": 3}));
 }
 

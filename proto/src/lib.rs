@@ -1,5 +1,5 @@
 //! Tributary's wire protocol: the peer shipping stream and the admin API,
-//! as generated code only.
+//! as generated code, and the TLS both travel over ([`tls`]).
 //!
 //! `build.rs` compiles `proto/tributary/v1/peer.proto` and `admin.proto`
 //! with a pure-Rust compiler (no system `protoc`) and generates the prost
@@ -25,3 +25,5 @@
 pub mod v1 {
     tonic::include_proto!("tributary.v1");
 }
+
+pub mod tls;

@@ -433,8 +433,15 @@ impl Cluster {
             let data_dir = dir.path().join(region);
             let config = dir.path().join(format!("{region}.toml"));
             let (port, metrics_port) = ports[i];
+            // Every region, so that relayed changes (a line or ring of
+            // links) are accepted.
+            let all = regions
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             let text = format!(
-                "region = \"{region}\"\ncluster = \"test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{peers}{TABLES}",
+                "region = \"{region}\"\ncluster = \"test\"\nregions = [{all}]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{peers}{TABLES}",
                 data_dir.display(),
                 extra(i)
             );
@@ -535,6 +542,13 @@ impl Cluster {
             .map(|n| format!("--- {} ---\n{}", n.region, n.log_tail()))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+impl Drop for Node {
+    /// A node never outlives its test.
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 

@@ -52,6 +52,36 @@ pub struct Cli {
     )]
     pub timeout: Duration,
 
+    /// CA certificate (PEM) the node's certificate must chain to; needed
+    /// with an https:// --node
+    #[arg(long, global = true, value_name = "FILE", help_heading = "TLS options")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// Client certificate chain (PEM) for a node that requires mutual TLS
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key",
+        help_heading = "TLS options"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert
+    #[arg(
+        long = "key",
+        global = true,
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS options"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Name the node's certificate must carry (default: the --node host;
+    /// a node's certificate names its region id)
+    #[arg(long, global = true, value_name = "NAME", help_heading = "TLS options")]
+    pub server_name: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -218,8 +248,8 @@ pub struct NodeUrl {
 }
 
 impl NodeUrl {
-    /// Validates an address: `http://host:port`, or `host:port` meaning
-    /// `http://host:port`. `https` is refused: this build has no TLS.
+    /// Validates an address: `http://host:port` or `https://host:port`
+    /// (TLS, with `--ca`), or `host:port` meaning `http://host:port`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let given = text.trim();
         if given.is_empty() {
@@ -234,13 +264,8 @@ impl NodeUrl {
             .parse()
             .map_err(|e| format!("{given:?} is not a URL: {e}"))?;
         match parsed.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{given:?}: https is not supported, this replctl is built without TLS"
-                ));
-            }
-            _ => return Err(format!("{given:?}: the scheme must be http")),
+            Some("http" | "https") => {}
+            _ => return Err(format!("{given:?}: the scheme must be http or https")),
         }
         if parsed.host().is_none_or(str::is_empty) {
             return Err(format!("{given:?} has no host"));
@@ -254,6 +279,11 @@ impl NodeUrl {
     /// The address to dial.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Whether it is an `https://` address.
+    pub fn is_tls(&self) -> bool {
+        self.uri.starts_with("https://")
     }
 }
 
@@ -410,7 +440,8 @@ mod tests {
             &["get", "carts", "not json"],
             &["get", "carts", "[1,2]"],
             &["dead-letters", "--limit", "0"],
-            &["--node", "https://a:1", "status"],
+            &["--node", "gopher://a:1", "status"],
+            &["--cert", "c.pem", "status"],
             &["--node", "ftp://a", "status"],
             &[],
             &["pause"],
@@ -464,7 +495,7 @@ mod tests {
             let err = resolve_node(None, env).err();
             assert!(err.is_some_and(|e| e.contains("--node") && e.contains(NODE_ENV)));
         }
-        let bad = resolve_node(None, Some(OsString::from("https://x:1"))).err();
+        let bad = resolve_node(None, Some(OsString::from("gopher://x:1"))).err();
         assert!(bad.is_some_and(|e| e.starts_with(NODE_ENV)));
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tonic::transport::{Channel, Endpoint};
@@ -42,7 +43,13 @@ async fn main() -> ExitCode {
             .error(ErrorKind::MissingRequiredArgument, message)
             .exit(),
     };
-    let exit = match run(cli.command, node, cli.timeout).await {
+    let tls = match tls_files(&cli, &node) {
+        Ok(tls) => tls,
+        Err(message) => Cli::command()
+            .error(ErrorKind::ArgumentConflict, message)
+            .exit(),
+    };
+    let exit = match run(cli.command, node, cli.timeout, tls).await {
         Ok(exit) => exit,
         Err(failure) => {
             report(&failure);
@@ -52,8 +59,44 @@ async fn main() -> ExitCode {
     exit.into()
 }
 
-async fn run(command: Command, url: NodeUrl, timeout: Duration) -> Result<Exit, Failure> {
-    let node = Node::connect(url, timeout).await?;
+/// TLS to the node: with an https:// `--node`, the CA is required (and a
+/// client certificate, when the node requires mutual TLS).
+type Tls = Option<(
+    std::sync::Arc<tributary_proto::tls::TlsFiles>,
+    Option<ServerName<'static>>,
+)>;
+
+fn tls_files(cli: &Cli, node: &NodeUrl) -> Result<Tls, String> {
+    if !node.is_tls() {
+        if cli.ca.is_some() || cli.cert.is_some() {
+            return Err(format!(
+                "--ca/--cert are for TLS: write the node as https://… (given {node})"
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(ca) = cli.ca.clone() else {
+        return Err(format!(
+            "{node} is https: give --ca FILE (the cluster's CA), and --cert/--key if the node requires client certificates"
+        ));
+    };
+    let files = tributary_proto::tls::TlsFiles::load(tributary_proto::tls::Paths {
+        ca,
+        cert: cli.cert.clone(),
+        key: cli.tls_key.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let name = match &cli.server_name {
+        Some(n) => {
+            Some(ServerName::try_from(n.clone()).map_err(|e| format!("--server-name {n:?}: {e}"))?)
+        }
+        None => None,
+    };
+    Ok(Some((std::sync::Arc::new(files), name)))
+}
+
+async fn run(command: Command, url: NodeUrl, timeout: Duration, tls: Tls) -> Result<Exit, Failure> {
+    let node = Node::connect(url, timeout, tls).await?;
     match command {
         Command::Write => write_changes(&node).await,
         Command::Get(args) => get(&node, args).await,
@@ -81,7 +124,7 @@ struct Node {
 
 impl Node {
     /// Connects eagerly, so that "cannot reach" is reported as such.
-    async fn connect(url: NodeUrl, timeout: Duration) -> Result<Self, Failure> {
+    async fn connect(url: NodeUrl, timeout: Duration, tls: Tls) -> Result<Self, Failure> {
         let unreachable = |reason: String| Failure::Unreachable {
             node: url.to_string(),
             reason,
@@ -89,7 +132,17 @@ impl Node {
         let endpoint = Endpoint::from_shared(url.uri().to_owned())
             .map_err(|e| unreachable(error_chain(&e)))?
             .connect_timeout(timeout);
-        let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        let connecting = async {
+            match tls {
+                Some((files, name)) => {
+                    endpoint
+                        .connect_with_connector(tributary_proto::tls::connector(files, name))
+                        .await
+                }
+                None => endpoint.connect().await,
+            }
+        };
+        let channel = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(unreachable(error_chain(&e))),
             Err(_) => {

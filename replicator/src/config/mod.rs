@@ -39,6 +39,7 @@ mod explain;
 pub mod shipping;
 pub mod storage;
 mod table;
+pub mod tls;
 mod values;
 
 #[cfg(test)]
@@ -60,6 +61,7 @@ pub use error::{ConfigError, Problem, Problems};
 pub use shipping::ShippingConfig;
 pub use storage::{StorageConfig, SyncMode};
 pub use table::TableConfig;
+pub use tls::TlsConfig;
 pub use values::{ClusterName, PeerEndpoint, ValueError};
 
 /// A regional node's whole configuration.
@@ -97,6 +99,15 @@ pub struct NodeConfig {
     /// `[shipping]`: how deltas travel to peers.
     #[serde(default)]
     pub shipping: ShippingConfig,
+    /// Every region of the cluster, for relayed changes: a peer may ship
+    /// changes that originated in this node's region, its own, or a region
+    /// listed here. Default: this region and its peers (a full mesh needs
+    /// nothing more; a line or ring lists the regions beyond the peers).
+    #[serde(default)]
+    pub regions: Vec<RegionId>,
+    /// `[tls]`: mutual TLS on the gRPC port (see [`TlsConfig`]).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// One `[[peers]]` entry.
@@ -188,6 +199,22 @@ impl NodeConfig {
                     "give each peer its own endpoint",
                 ));
             }
+            match (peer.endpoint.uri().scheme_str(), &self.tls) {
+                (Some("https"), None) => out.push(Problem::new(
+                    format!("{at}.endpoint"),
+                    format!("{} uses https but there is no [tls] section", peer.endpoint),
+                    "add [tls] with ca, cert and key, or use http://",
+                )),
+                (Some("http"), Some(_)) => out.push(Problem::new(
+                    format!("{at}.endpoint"),
+                    format!(
+                        "{} uses http but [tls] is set: peers speak mutual TLS",
+                        peer.endpoint
+                    ),
+                    "write it as https://HOST:PORT",
+                )),
+                _ => {}
+            }
             if peer.endpoint.is_addr(self.listen) {
                 out.push(Problem::new(
                     format!("{at}.endpoint"),
@@ -212,6 +239,14 @@ impl NodeConfig {
         self.storage.problems(&mut out);
         self.shipping.problems(&mut out);
         out
+    }
+
+    /// Whether a peer may ship a change that originated in `origin`: this
+    /// region, a peer, or a region of [`NodeConfig::regions`].
+    pub fn knows_region(&self, origin: &RegionId) -> bool {
+        *origin == self.region
+            || self.peers.iter().any(|p| p.region == *origin)
+            || self.regions.contains(origin)
     }
 
     /// The engine's schemas of the configured tables.

@@ -118,6 +118,8 @@ pub struct Core {
     pub bootstrap: Mutex<Bootstrap>,
     /// What the sources and sinks report.
     pub sidecar: crate::sidecar::facts::SidecarFacts,
+    /// The TLS files of `[tls]`, loaded (and reloaded when they change).
+    pub tls: Option<Arc<tributary_proto::tls::TlsFiles>>,
 }
 
 /// The `replctl lag --json` document.

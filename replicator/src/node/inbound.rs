@@ -102,6 +102,38 @@ impl PeerService {
         Ok(())
     }
 
+    /// With `[tls]`: the sender's certificate must name the region it
+    /// claims (a DNS subject alternative name), so no peer can speak for
+    /// another.
+    fn check_identity(
+        &self,
+        hello: &Hello,
+        conn: Option<&super::tls::PeerConn>,
+    ) -> Result<(), Status> {
+        if self.core.tls.is_none() {
+            return Ok(());
+        }
+        let Some(cert) = conn.and_then(|c| c.cert.as_ref()) else {
+            return Err(self.refuse(
+                "identity",
+                Status::unauthenticated(format!(
+                    "region {} connected without a client certificate; peers speak mutual TLS",
+                    hello.region
+                )),
+            ));
+        };
+        if super::tls::cert_names(cert, hello.region.as_str()) {
+            return Ok(());
+        }
+        Err(self.refuse(
+            "identity",
+            Status::permission_denied(format!(
+                "the sender claims to be region {} but its certificate does not name it (its certificate needs a DNS subject alternative name {})",
+                hello.region, hello.region
+            )),
+        ))
+    }
+
     fn note(&self, peer: &RegionId, f: impl FnOnce(&mut InboundFacts)) {
         let mut inbound = lock(&self.core.inbound);
         let facts = inbound.entry(peer.clone()).or_default();
@@ -191,6 +223,19 @@ impl PeerService {
                         let batch = batch_from_wire(batch, max_entries).map_err(|e| {
                             self.refuse("invalid_batch", Status::invalid_argument(e.to_string()))
                         })?;
+                        if let Some(e) = batch
+                            .entries
+                            .iter()
+                            .find(|e| !self.core.config.knows_region(&e.origin))
+                        {
+                            return Err(self.refuse(
+                                "origin",
+                                Status::permission_denied(format!(
+                                    "{peer} shipped a change of region {}, which is not in this cluster (this region, its peers, or `regions`): refused",
+                                    e.origin
+                                )),
+                            ));
+                        }
                         self.note(&peer, |f| f.batches += 1);
                         metrics
                             .batches_received
@@ -294,6 +339,7 @@ impl Peer for SharedPeerService {
         request: Request<Streaming<pb::ShipMessage>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
         let service = &self.0;
+        let conn = request.extensions().get::<super::tls::PeerConn>().cloned();
         let mut messages = request.into_inner();
         let first = messages
             .message()
@@ -309,6 +355,7 @@ impl Peer for SharedPeerService {
             service.refuse("invalid_hello", Status::invalid_argument(e.to_string()))
         })?;
         service.admit(&hello)?;
+        service.check_identity(&hello, conn.as_ref())?;
         let peer = hello.region.clone();
         service.core.peer_reports(&hello.region, &hello.head);
         service.note(&peer, |f| {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub apply_stops: IntCounterVec,
     /// Shipping streams refused, by reason.
     pub refused_streams: IntCounterVec,
+    /// TLS connections refused at the handshake, by reason.
+    pub tls_refused: IntCounterVec,
     /// Time to apply a received batch durably.
     pub apply_seconds: Histogram,
     /// Time to commit a batch of local writes durably.
@@ -236,6 +238,12 @@ impl Metrics {
                 &registry,
                 "refused_streams_total",
                 "Shipping streams refused",
+                &["reason"],
+            ),
+            tls_refused: counter(
+                &registry,
+                "tls_refused_total",
+                "TLS connections refused at the handshake",
                 &["reason"],
             ),
             dead_letters: counter(

@@ -19,6 +19,7 @@ mod housekeeping;
 mod inbound;
 pub mod metrics;
 mod outbound;
+pub mod tls;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tributary_engine::clock::SystemClock;
 use tributary_engine::log::Log;
 use tributary_engine::store::{LogStore, RocksOptions, RocksStore};
@@ -110,6 +110,13 @@ impl RunningNode {
                 }),
             );
         }
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(
+                tributary_proto::tls::TlsFiles::load(t.paths())
+                    .map_err(|e| anyhow::anyhow!("[tls]: {e}"))?,
+            )),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen = {:?}: cannot bind", config.listen.to_string()))?;
@@ -139,6 +146,7 @@ impl RunningNode {
                 waiting: fresh,
                 ..Default::default()
             }),
+            tls,
             config,
         });
         let server = serve(&core, listener);
@@ -215,18 +223,25 @@ fn serve(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let mut shutdown = core.shutdown.clone();
+    let tls = core
+        .tls
+        .as_ref()
+        .zip(core.config.tls.as_ref())
+        .map(|(files, c)| (Arc::clone(files), c.handshake_timeout));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(
+        listener,
+        tls,
+        core.metrics.clone(),
+    ));
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(cfg.keepalive_interval))
         .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
         .tcp_nodelay(true)
         .add_service(peer)
         .add_service(admin);
-    tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        },
-    ))
+    tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    }))
 }
 
 async fn serve_metrics(core: Arc<Core>, listener: TcpListener) {

@@ -109,10 +109,30 @@ async fn connect_and_ship(
     link: &Arc<Link>,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let channel: Channel = endpoint(core, link)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", link.endpoint.uri()))?;
+    let endpoint = endpoint(core, link)?;
+    let connected = match &core.tls {
+        // Mutual TLS: the peer's certificate must name its region.
+        Some(files) => {
+            let name = rustls_pki_types::ServerName::try_from(peer.as_str().to_owned())
+                .with_context(|| {
+                    format!("region {peer} is not a DNS name a certificate can carry")
+                })?;
+            endpoint
+                .connect_with_connector(tributary_proto::tls::connector(
+                    Arc::clone(files),
+                    Some(name),
+                ))
+                .await
+        }
+        None => endpoint.connect().await,
+    };
+    let channel: Channel = connected.map_err(|e| {
+        anyhow!(
+            "cannot connect to {}: {}",
+            link.endpoint.uri(),
+            error_chain(&e)
+        )
+    })?;
     let mut client = PeerClient::new(channel)
         .max_decoding_message_size(max_message(core))
         .max_encoding_message_size(max_message(core));
@@ -353,4 +373,18 @@ fn on_ack(core: &Core, peer: &RegionId, link: &Link, ack: &WireAck) -> anyhow::R
         tracing::info!(stop = ?ack.stop, "peer applied a batch in part; resending from its applied vector");
     }
     Ok(())
+}
+
+/// An error and its sources, joined: tonic's transport errors say little
+/// at the top ("transport error") and the cause (a refused certificate)
+/// underneath.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

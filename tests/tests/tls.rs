@@ -70,6 +70,27 @@ fn ctl(
     replctl(&format!("https://127.0.0.1:{port}"), &refs, stdin)
 }
 
+/// Waits until the node on `port` holds `qty` in item u1/c.
+fn wait_qty(pki: &Pki, port: u16, region: &str, operator: &Leaf, qty: u64) {
+    wait_for(&format!("{region} to hold qty {qty}"), DEADLINE, || {
+        let key = r#"{"pk":"u1","sk":"c"}"#;
+        let out = ctl(
+            pki,
+            port,
+            region,
+            Some(operator),
+            &["get", "carts", key, "--json"],
+            "",
+        );
+        let item: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        if item["attributes"]["qty"] == json!(qty) {
+            Ok(Some(()))
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
+}
+
 /// Waits until `node`'s log says `words`.
 fn wait_log(node: &Node, words: &str) {
     wait_for(
@@ -141,22 +162,7 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
             Err(format!("{out:?}"))
         }
     });
-    wait_for("eu-west-1 to hold the write", DEADLINE, || {
-        let out = ctl(
-            &pki,
-            pb,
-            "eu-west-1",
-            Some(&operator),
-            &["get", "carts", r#"{"pk":"u1","sk":"c"}"#, "--json"],
-            "",
-        );
-        let item: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        if item["attributes"]["qty"] == json!(3) {
-            Ok(Some(()))
-        } else {
-            Err(format!("{out:?}"))
-        }
-    });
+    wait_qty(&pki, pb, "eu-west-1", &operator, 3);
 
     // No client certificate, another CA, an expired certificate: refused
     // at the handshake, each cause in words in the node's log.
@@ -239,20 +245,5 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
         json!({"table": "carts", "key": {"pk": "u1", "sk": "c"}, "add": {"qty": 4}}).to_string();
     let out = ctl(&pki, pb, "eu-west-1", Some(&operator), &["write"], &write);
     assert_eq!(out.code, Some(0), "{out:?}");
-    wait_for("us-east-1 to hold both writes", DEADLINE, || {
-        let out = ctl(
-            &pki,
-            pa,
-            "us-east-1",
-            Some(&operator),
-            &["get", "carts", r#"{"pk":"u1","sk":"c"}"#, "--json"],
-            "",
-        );
-        let item: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        if item["attributes"]["qty"] == json!(7) {
-            Ok(Some(()))
-        } else {
-            Err(format!("{out:?}"))
-        }
-    });
+    wait_qty(&pki, pa, "us-east-1", &operator, 7);
 }

@@ -527,3 +527,34 @@ fn the_examples_are_valid_twins() {
         assert_eq!((east.sources.len(), east.sinks.len()), (1, 1));
     }
 }
+
+#[test]
+fn tls_and_the_peers_schemes_must_agree_and_relayed_regions_are_listed() {
+    let with_peer = |scheme: &str, tls: bool| {
+        let mut text = format!(
+            "{MINIMAL}regions = [\"ap-south-1\"]\n[[peers]]\nregion = \"eu-west-1\"\nendpoint = \"{scheme}://127.0.0.1:7102\"\n"
+        );
+        if tls {
+            text.push_str("[tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n");
+        }
+        NodeConfig::from_toml_str(&text)
+    };
+    let err = with_peer("https", false).expect_err("https without [tls]");
+    assert!(err.to_string().contains("add [tls]"), "{err}");
+    let err = with_peer("http", true).expect_err("http with [tls]");
+    assert!(err.to_string().contains("https://HOST:PORT"), "{err}");
+    let ok = with_peer("https", true).expect("https with [tls]");
+    assert_eq!(
+        ok.tls.as_ref().map(|t| t.handshake_timeout),
+        Some(std::time::Duration::from_secs(10))
+    );
+    let region = |r: &str| RegionId::new(r).expect("region");
+    for (origin, known) in [
+        ("us-east-1", true),
+        ("eu-west-1", true),
+        ("ap-south-1", true),
+        ("sa-east-1", false),
+    ] {
+        assert_eq!(ok.knows_region(&region(origin)), known, "{origin}");
+    }
+}

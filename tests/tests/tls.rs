@@ -123,7 +123,7 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
         "a",
         "us-east-1",
         pa,
-        &config(
+        &(config(
             d,
             "us-east-1",
             "test",
@@ -131,7 +131,7 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
             &[("eu-west-1", pb)],
             &pki.ca,
             &east,
-        ),
+        ) + "[admin]\noperators = [\"operator\"]\n"),
     );
     let mut b = Node::custom(
         d,
@@ -163,6 +163,15 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
         }
     });
     wait_qty(&pki, pb, "eu-west-1", &operator, 3);
+
+    // A certificate of the CA that is not an operator's reads, and may not
+    // mutate.
+    let viewer = pki.good.leaf(d, "viewer", &["viewer"], false);
+    let out = ctl(&pki, pa, "us-east-1", Some(&viewer), &["status"], "");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = ctl(&pki, pa, "us-east-1", Some(&viewer), &["write"], &write);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("may only read"), "{out:?}");
 
     // No client certificate, another CA, an expired certificate: refused
     // at the handshake, each cause in words in the node's log.
@@ -246,4 +255,203 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
     let out = ctl(&pki, pb, "eu-west-1", Some(&operator), &["write"], &write);
     assert_eq!(out.code, Some(0), "{out:?}");
     wait_qty(&pki, pa, "us-east-1", &operator, 7);
+}
+
+#[test]
+fn admin_calls_need_a_credential_and_the_port_bounds_messages_and_connections() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let (admin, read) = (d.join("admin.token"), d.join("read.token"));
+    std::fs::write(&admin, "s3cret-admin\n").expect("token");
+    std::fs::write(&read, "s3cret-read\n").expect("token");
+    let port = free_port();
+    // Loopback is not trusted here, so the test's calls count as remote.
+    let text = format!(
+        "region = \"us-east-1\"\ncluster = \"test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n{TABLES}\
+         [shipping]\nmax_message_bytes = \"64KiB\"\nbatch_max_bytes = \"32KiB\"\nmax_connections = 4\n\
+         [admin]\ntoken_file = \"{}\"\nread_token_file = \"{}\"\ntrust_loopback = false\n",
+        d.join("data").display(),
+        admin.display(),
+        read.display()
+    );
+    let mut node = Node::custom(d, "n", "us-east-1", port, &text);
+    node.launch();
+    let url = format!("http://127.0.0.1:{port}");
+    let call = |token: Option<&Path>, args: &[&str], stdin: &str| {
+        let mut all: Vec<String> = Vec::new();
+        if let Some(t) = token {
+            all.extend(["--token-file".to_owned(), t.display().to_string()]);
+        }
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        replctl(&url, &refs, stdin)
+    };
+    let write =
+        json!({"table": "carts", "key": {"pk": "u1", "sk": "c"}, "add": {"qty": 1}}).to_string();
+
+    let out = call(None, &["status"], "");
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("need a client certificate"), "{out:?}");
+    wait_log(&node, "admin call refused");
+
+    let out = call(Some(&read), &["status"], "");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = call(Some(&read), &["write"], &write);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("may only read"), "{out:?}");
+
+    let out = call(Some(&admin), &["write"], &write);
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    // Rotation: the token file is read at each call.
+    let old = d.join("old.token");
+    std::fs::copy(&admin, &old).expect("keep the old token");
+    std::fs::write(&admin, "n3w-admin\n").expect("rotate");
+    let out = call(Some(&old), &["status"], "");
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("matches neither"), "{out:?}");
+    let out = call(Some(&admin), &["write"], &write);
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    // An oversized message is refused whole.
+    let big = json!({"table": "carts", "key": {"pk": "big", "sk": "c"},
+        "set": {"note": "x".repeat(100 * 1024)}})
+    .to_string();
+    let out = call(Some(&admin), &["write"], &big);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("too large"), "{out:?}");
+
+    // Connections beyond max_connections are closed at once; the port
+    // serves again once they go.
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    wait_for(
+        "the fifth connection to be closed at once",
+        DEADLINE,
+        || {
+            let mut extra =
+                std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            extra
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 1];
+            match extra.read(&mut buf) {
+                Ok(0) => Ok(Some(())),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    wait_log(&node, "the port holds its maximum of open connections");
+    drop(held);
+    wait_for("the port to serve again", DEADLINE, || {
+        let out = call(Some(&read), &["status"], "");
+        if out.code == Some(0) {
+            Ok(Some(()))
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
+}
+
+/// A log entry that originated in `region`, made by a real engine log.
+fn entry_of(region: &str) -> tributary_engine::change::LogEntry {
+    use tributary_engine::change::{Change, Op};
+    use tributary_engine::ids::{AttrName, RegionId, Seq, TableName};
+    use tributary_engine::key::ItemKey;
+    use tributary_engine::log::{Log, LogConfig};
+    use tributary_engine::schema::TableSchema;
+    use tributary_engine::store::{Durability, MemStore};
+    use tributary_engine::value::{AttrValue, Scalar};
+    let table = TableName::new("carts").expect("table");
+    let attr = |a: &str| AttrName::new(a).expect("attr");
+    let schema = TableSchema::new(table.clone(), attr("pk"), Some(attr("sk"))).expect("schema");
+    let region = RegionId::new(region).expect("region");
+    let config = LogConfig {
+        region: region.clone(),
+        schemas: [schema].into_iter().collect(),
+        max_clock_skew: std::time::Duration::from_secs(30),
+    };
+    let mut log = Log::open(
+        MemStore::new(Durability::Buffered),
+        config,
+        tributary_engine::clock::SystemClock,
+    )
+    .expect("log");
+    let change = Change {
+        key: ItemKey::new(
+            table,
+            Scalar::S("stolen".into()),
+            Some(Scalar::S("c".into())),
+        )
+        .expect("key"),
+        ops: vec![Op::Set {
+            attr: attr("note"),
+            value: AttrValue::S("from nowhere".into()),
+        }],
+        source_millis: None,
+    };
+    log.ingest(&[change], Vec::new()).expect("ingest");
+    log.entries(&region, Seq(0), 1).expect("entries").remove(0)
+}
+
+#[test]
+fn a_peer_shipping_changes_of_a_region_outside_the_cluster_is_refused() {
+    use tributary_proto::v1 as pb;
+    use tributary_proto::v1::peer_client::PeerClient;
+    use tributary_proto::v1::receiver_message::Body as ReceiverBody;
+    use tributary_proto::v1::ship_message::Body as ShipBody;
+    use tributary_replicator::link::{Batch, BatchId};
+    use tributary_replicator::wire::ToWire;
+    use tributary_replicator::wire::{Hello, PROTOCOL_VERSION, batch_to_wire};
+
+    let mut cluster =
+        tributary_tests::cluster::Cluster::start(&["us-east-1", "eu-west-1"], &[(0, 1)], "");
+    // This test speaks as eu-west-1 (a configured peer) from now on.
+    cluster.kill9(1);
+    let a = &cluster.nodes[0];
+    let hello = Hello {
+        cluster: "test".parse().expect("cluster"),
+        region: tributary_engine::ids::RegionId::new("eu-west-1").expect("region"),
+        protocol_version: PROTOCOL_VERSION,
+        head: Default::default(),
+    };
+    let batch = Batch {
+        id: BatchId(1),
+        entries: vec![entry_of("zz-rogue-1")],
+    };
+    let messages = vec![
+        pb::ShipMessage {
+            body: Some(ShipBody::Hello(hello.to_wire())),
+        },
+        pb::ShipMessage {
+            body: Some(ShipBody::Batch(batch_to_wire(&batch).expect("encode"))),
+        },
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let status = rt.block_on(async {
+        let mut client = PeerClient::connect(a.url()).await.expect("connect");
+        let mut replies = client
+            .replicate(tokio_stream::iter(messages))
+            .await
+            .expect("the hello is admitted")
+            .into_inner();
+        loop {
+            match replies.message().await {
+                Ok(Some(pb::ReceiverMessage {
+                    body: Some(ReceiverBody::Welcome(_)),
+                })) => continue,
+                Ok(other) => panic!("expected a refusal, got {other:?}"),
+                Err(status) => break status,
+            }
+        }
+    });
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("zz-rogue-1"), "{status:?}");
+    wait_log(a, "which is not in this cluster");
+    let item = a.get("carts", r#"{"pk":"stolen","sk":"c"}"#);
+    assert_eq!(item["exists"], json!(false), "{item}");
 }

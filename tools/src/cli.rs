@@ -77,6 +77,11 @@ pub struct Cli {
     )]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// File holding a bearer token for the node's admin API ([admin]
+    /// token_file or read_token_file on the node)
+    #[arg(long, global = true, value_name = "FILE", help_heading = "TLS options")]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Name the node's certificate must carry (default: the --node host;
     /// a node's certificate names its region id)
     #[arg(long, global = true, value_name = "NAME", help_heading = "TLS options")]

@@ -15,6 +15,7 @@ use clap::{CommandFactory, Parser};
 use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tributary_proto::v1::admin_client::AdminClient;
 use tributary_proto::v1::{
@@ -49,7 +50,11 @@ async fn main() -> ExitCode {
             .error(ErrorKind::ArgumentConflict, message)
             .exit(),
     };
-    let exit = match run(cli.command, node, cli.timeout, tls).await {
+    let bearer = match Bearer::from_file(cli.token_file.as_deref()) {
+        Ok(b) => b,
+        Err(message) => Cli::command().error(ErrorKind::Io, message).exit(),
+    };
+    let exit = match run(cli.command, node, cli.timeout, tls, bearer).await {
         Ok(exit) => exit,
         Err(failure) => {
             report(&failure);
@@ -57,6 +62,48 @@ async fn main() -> ExitCode {
         }
     };
     exit.into()
+}
+
+/// The bearer token of `--token-file`, sent with every call.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    fn from_file(path: Option<&std::path::Path>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(Self(None));
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!(
+                "--token-file {}: the file is empty",
+                path.display()
+            ));
+        }
+        format!("Bearer {token}")
+            .parse()
+            .map(|v| Self(Some(v)))
+            .map_err(|_| {
+                format!(
+                    "--token-file {}: the token is not printable ASCII",
+                    path.display()
+                )
+            })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// TLS to the node: with an https:// `--node`, the CA is required (and a
@@ -95,8 +142,14 @@ fn tls_files(cli: &Cli, node: &NodeUrl) -> Result<Tls, String> {
     Ok(Some((std::sync::Arc::new(files), name)))
 }
 
-async fn run(command: Command, url: NodeUrl, timeout: Duration, tls: Tls) -> Result<Exit, Failure> {
-    let node = Node::connect(url, timeout, tls).await?;
+async fn run(
+    command: Command,
+    url: NodeUrl,
+    timeout: Duration,
+    tls: Tls,
+    bearer: Bearer,
+) -> Result<Exit, Failure> {
+    let node = Node::connect(url, timeout, tls, bearer).await?;
     match command {
         Command::Write => write_changes(&node).await,
         Command::Get(args) => get(&node, args).await,
@@ -117,14 +170,19 @@ async fn run(command: Command, url: NodeUrl, timeout: Duration, tls: Tls) -> Res
 
 /// A connected admin client and the limits every call runs under.
 struct Node {
-    client: AdminClient<Channel>,
+    client: AdminClient<InterceptedService<Channel, Bearer>>,
     url: NodeUrl,
     timeout: Duration,
 }
 
 impl Node {
     /// Connects eagerly, so that "cannot reach" is reported as such.
-    async fn connect(url: NodeUrl, timeout: Duration, tls: Tls) -> Result<Self, Failure> {
+    async fn connect(
+        url: NodeUrl,
+        timeout: Duration,
+        tls: Tls,
+        bearer: Bearer,
+    ) -> Result<Self, Failure> {
         let unreachable = |reason: String| Failure::Unreachable {
             node: url.to_string(),
             reason,
@@ -153,14 +211,14 @@ impl Node {
             }
         };
         Ok(Self {
-            client: AdminClient::new(channel),
+            client: AdminClient::with_interceptor(channel, bearer),
             url,
             timeout,
         })
     }
 
     /// A fresh handle for one call (clones share the connection).
-    fn client(&self) -> AdminClient<Channel> {
+    fn client(&self) -> AdminClient<InterceptedService<Channel, Bearer>> {
         self.client.clone()
     }
 

@@ -33,6 +33,7 @@
 //! unit, an endpoint without a port) stops parsing at that spot and is
 //! reported alone, with TOML's line and column.
 
+pub mod admin;
 pub mod connectors;
 mod error;
 mod explain;
@@ -53,6 +54,7 @@ use tributary_engine::ids::RegionId;
 use tributary_engine::log::LogConfig;
 use tributary_engine::schema::{SchemaError, Schemas};
 
+pub use admin::AdminConfig;
 pub use connectors::{
     AwsEndpoint, DynamoSinkConfig, DynamoStreamsSourceConfig, InitialLoad, KinesisSourceConfig,
     PostgresSinkConfig, PostgresSourceConfig, SinkConfig, SourceConfig,
@@ -108,6 +110,9 @@ pub struct NodeConfig {
     /// `[tls]`: mutual TLS on the gRPC port (see [`TlsConfig`]).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// `[admin]`: who may call the admin API (see [`AdminConfig`]).
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// One `[[peers]]` entry.

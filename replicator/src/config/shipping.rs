@@ -49,6 +49,9 @@ pub struct ShippingConfig {
     /// How long log entries are kept once every peer has acknowledged them.
     #[serde(deserialize_with = "duration")]
     pub log_retention: Duration,
+    /// Connections the gRPC port holds open at most (peers and admin
+    /// clients); more are closed at once and counted.
+    pub max_connections: usize,
 }
 
 impl Default for ShippingConfig {
@@ -65,6 +68,7 @@ impl Default for ShippingConfig {
             reconnect_backoff_max: Duration::from_secs(2),
             max_message_bytes: ByteSize::mib(8),
             log_retention: Duration::from_secs(3600),
+            max_connections: 256,
         }
     }
 }
@@ -113,6 +117,7 @@ impl ShippingConfig {
             ),
             ("max_message_bytes", size_entry(self.max_message_bytes)),
             ("log_retention", format_duration(self.log_retention)),
+            ("max_connections", self.max_connections.to_string()),
         ]
     }
 
@@ -127,6 +132,7 @@ impl ShippingConfig {
             }
         };
         positive("batch_max_entries", self.batch_max_entries == 0, "1000");
+        positive("max_connections", self.max_connections == 0, "256");
         positive(
             "batch_max_bytes",
             self.batch_max_bytes.as_u64() == 0,

@@ -31,6 +31,94 @@ impl AdminService {
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
+
+    /// Checks that the caller may make a call needing `need` (see
+    /// [`crate::config::AdminConfig`]); refusals are logged with the
+    /// caller's address.
+    fn authorize<T>(&self, request: &Request<T>, need: Role) -> Result<(), Status> {
+        let conn = request.extensions().get::<super::tls::PeerConn>();
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+        let granted = role(&self.core.config, conn, token.as_deref());
+        let remote = conn
+            .and_then(|c| c.remote)
+            .map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
+        let refuse = |status: Status| {
+            tracing::warn!(caller = %remote, "admin call refused: {}", status.message());
+            status
+        };
+        match granted {
+            Err(why) => Err(refuse(Status::unauthenticated(format!(
+                "{why} (call from {remote})"
+            )))),
+            Ok(Role::Read) if need == Role::Mutate => Err(refuse(Status::permission_denied(
+                "this credential may only read (lag, status, offsets, digest, get, dead letters); \
+                 writes, pause/resume and dead-letter retry/drop need the token of [admin] token_file \
+                 or a certificate named in [admin] operators",
+            ))),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read-only calls.
+    Read,
+    /// Every call.
+    Mutate,
+}
+
+/// The role `config` grants a caller on `conn` presenting `token`, or why
+/// none.
+pub fn role(
+    config: &crate::config::NodeConfig,
+    conn: Option<&super::tls::PeerConn>,
+    token: Option<&str>,
+) -> Result<Role, String> {
+    let admin = &config.admin;
+    if let Some(token) = token {
+        let matches = |file: &Option<std::path::PathBuf>| {
+            file.as_ref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .is_some_and(|t| {
+                    !t.trim().is_empty() && same(t.trim().as_bytes(), token.as_bytes())
+                })
+        };
+        if matches(&admin.token_file) {
+            return Ok(Role::Mutate);
+        }
+        if matches(&admin.read_token_file) {
+            return Ok(Role::Read);
+        }
+        return Err(
+            "the bearer token matches neither [admin] token_file nor read_token_file".to_owned(),
+        );
+    }
+    if let Some(cert) = conn.and_then(|c| c.cert.as_ref()) {
+        let operator = admin.operators.is_empty()
+            || admin
+                .operators
+                .iter()
+                .any(|name| super::tls::cert_names(cert, name));
+        return Ok(if operator { Role::Mutate } else { Role::Read });
+    }
+    let loopback = conn
+        .and_then(|c| c.remote)
+        .is_some_and(|a| a.ip().is_loopback());
+    if loopback && admin.trust_loopback {
+        return Ok(Role::Mutate);
+    }
+    Err("remote admin calls need a client certificate ([tls]) or a bearer token ([admin] token_file; replctl --token-file)".to_owned())
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -51,6 +139,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.authorize(&request, Role::Mutate)?;
         let lines = request.into_inner().changes_json;
         if lines.len() > MAX_WRITE_LINES {
             return Err(Status::invalid_argument(format!(
@@ -128,6 +217,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        self.authorize(&request, Role::Read)?;
         let req = request.into_inner();
         let schemas = self.core.config.schemas().map_err(internal)?;
         let table = TableName::new(req.table.as_str())
@@ -145,7 +235,11 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn lag(&self, _: Request<pb::LagRequest>) -> Result<Response<pb::LagResponse>, Status> {
+    async fn lag(
+        &self,
+        request: Request<pb::LagRequest>,
+    ) -> Result<Response<pb::LagResponse>, Status> {
+        self.authorize(&request, Role::Read)?;
         let core = Arc::clone(&self.core);
         let doc = tokio::task::spawn_blocking(move || core.lag())
             .await
@@ -157,8 +251,9 @@ impl Admin for AdminService {
 
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(&request, Role::Read)?;
         let core = Arc::clone(&self.core);
         let doc = tokio::task::spawn_blocking(move || core.status())
             .await
@@ -170,8 +265,9 @@ impl Admin for AdminService {
 
     async fn offsets(
         &self,
-        _: Request<pb::OffsetsRequest>,
+        request: Request<pb::OffsetsRequest>,
     ) -> Result<Response<pb::OffsetsResponse>, Status> {
+        self.authorize(&request, Role::Read)?;
         let store = &self.core.store;
         let applied = self.core.head.borrow().clone();
         // The persisted acknowledged vectors (a restart resumes from
@@ -199,8 +295,9 @@ impl Admin for AdminService {
 
     async fn digest(
         &self,
-        _: Request<pb::DigestRequest>,
+        request: Request<pb::DigestRequest>,
     ) -> Result<Response<pb::DigestResponse>, Status> {
+        self.authorize(&request, Role::Read)?;
         let store = Arc::clone(&self.core.store);
         let d = tokio::task::spawn_blocking(move || digest_items(&store, 1000))
             .await
@@ -216,6 +313,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeadLettersRequest>,
     ) -> Result<Response<pb::DeadLettersResponse>, Status> {
+        self.authorize(&request, Role::Read)?;
         let req = request.into_inner();
         let after = (req.after > 0).then_some(DeadLetterId(req.after));
         let limit = if req.limit == 0 {
@@ -246,6 +344,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RetryDeadLetterRequest>,
     ) -> Result<Response<pb::RetryDeadLetterResponse>, Status> {
+        self.authorize(&request, Role::Mutate)?;
         use crate::sidecar::retry::{RetryError, retry};
         let id = request.into_inner().id;
         match retry(&self.core, id).await {
@@ -265,6 +364,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DropDeadLetterRequest>,
     ) -> Result<Response<pb::DropDeadLetterResponse>, Status> {
+        self.authorize(&request, Role::Mutate)?;
         let id = request.into_inner().id;
         let dropped = self
             .core
@@ -278,6 +378,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPeerPausedRequest>,
     ) -> Result<Response<pb::SetPeerPausedResponse>, Status> {
+        self.authorize(&request, Role::Mutate)?;
         let req = request.into_inner();
         let peer = RegionId::new(req.peer.as_str())
             .map_err(|e| Status::invalid_argument(format!("peer {:?}: {e}", req.peer)))?;

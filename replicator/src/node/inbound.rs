@@ -257,6 +257,16 @@ impl PeerService {
                         let part = snapshot_from_wire(chunk, max_entries).map_err(|e| {
                             self.refuse("invalid_snapshot", Status::invalid_argument(e.to_string()))
                         })?;
+                        if let Some((origin, _)) = part.done.iter().flat_map(|v| v.iter()).find(
+                            |(o, _)| !self.core.config.knows_region(o),
+                        ) {
+                            return Err(self.refuse(
+                                "origin",
+                                Status::permission_denied(format!(
+                                    "{peer} sent a snapshot covering region {origin}, which is not in this cluster (this region, its peers, or `regions`): refused"
+                                )),
+                            ));
+                        }
                         let done = part.done.is_some();
                         let applied = self
                             .core

@@ -46,8 +46,9 @@ pub struct Metrics {
     pub apply_stops: IntCounterVec,
     /// Shipping streams refused, by reason.
     pub refused_streams: IntCounterVec,
-    /// TLS connections refused at the handshake, by reason.
-    pub tls_refused: IntCounterVec,
+    /// Connections refused before any request (TLS handshake failures,
+    /// the connection limit), by reason.
+    pub connections_refused: IntCounterVec,
     /// Time to apply a received batch durably.
     pub apply_seconds: Histogram,
     /// Time to commit a batch of local writes durably.
@@ -240,10 +241,10 @@ impl Metrics {
                 "Shipping streams refused",
                 &["reason"],
             ),
-            tls_refused: counter(
+            connections_refused: counter(
                 &registry,
-                "tls_refused_total",
-                "TLS connections refused at the handshake",
+                "connections_refused_total",
+                "Connections refused before any request (TLS handshake, connection limit)",
                 &["reason"],
             ),
             dead_letters: counter(

@@ -231,6 +231,7 @@ fn serve(
     let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(
         listener,
         tls,
+        cfg.max_connections,
         core.metrics.clone(),
     ));
     let router = tonic::transport::Server::builder()

@@ -5,7 +5,9 @@
 //! is closed when it runs out, without holding up anyone else. A failed
 //! handshake is logged with the client's address and the cause in words
 //! (no certificate, wrong CA, expired), and counted in
-//! `tributary_tls_refused_total{reason}`. The configuration is taken
+//! `tributary_connections_refused_total{reason}`. At most
+//! `[shipping] max_connections` connections are open at once; one more is
+//! closed at once (`reason="connection_limit"`). The configuration is taken
 //! from [`TlsFiles`] per connection, so replaced certificate files apply
 //! to the next connection.
 //!
@@ -24,7 +26,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -41,25 +43,26 @@ pub struct PeerConn {
     pub cert: Option<CertificateDer<'static>>,
 }
 
-/// One accepted connection.
-pub enum Conn {
+/// One accepted connection, holding one of the port's connection permits
+/// until it closes.
+pub struct Conn {
+    io: Io,
+    peer: PeerConn,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Io {
     /// Plaintext.
-    Plain(TcpStream, SocketAddr),
+    Plain(TcpStream),
     /// After a completed TLS handshake.
-    Tls(Box<TlsStream<TcpStream>>, PeerConn),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Connected for Conn {
     type ConnectInfo = PeerConn;
 
     fn connect_info(&self) -> PeerConn {
-        match self {
-            Conn::Plain(_, addr) => PeerConn {
-                remote: Some(*addr),
-                cert: None,
-            },
-            Conn::Tls(_, peer) => peer.clone(),
-        }
+        self.peer.clone()
     }
 }
 
@@ -69,9 +72,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -82,35 +85,39 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
 /// Accepts connections on `listener` until the receiver is dropped: each
-/// plaintext, or after its TLS handshake when `tls` is set.
+/// plaintext, or after its TLS handshake when `tls` is set; at most
+/// `max_connections` open at once (more are closed at once, counted as
+/// `connection_limit`).
 pub fn accept(
     listener: TcpListener,
     tls: Option<(Arc<TlsFiles>, Duration)>,
+    max_connections: usize,
     metrics: Metrics,
 ) -> mpsc::Receiver<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
+    let permits = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
@@ -124,9 +131,26 @@ pub fn accept(
                 },
                 () = tx.closed() => return,
             };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                metrics
+                    .connections_refused
+                    .with_label_values(&["connection_limit"])
+                    .inc();
+                tracing::warn!(client = %addr, max_connections, "connection refused: the port holds its maximum of open connections ([shipping] max_connections)");
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let Some((files, timeout)) = &tls else {
-                if tx.send(Ok(Conn::Plain(tcp, addr))).await.is_err() {
+                let conn = Conn {
+                    io: Io::Plain(tcp),
+                    peer: PeerConn {
+                        remote: Some(addr),
+                        cert: None,
+                    },
+                    _permit: permit,
+                };
+                if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
                 continue;
@@ -134,7 +158,12 @@ pub fn accept(
             let (files, timeout, tx, metrics) =
                 (Arc::clone(files), *timeout, tx.clone(), metrics.clone());
             tokio::spawn(async move {
-                if let Some(conn) = handshake(tcp, addr, &files, timeout, &metrics).await {
+                if let Some((io, peer)) = handshake(tcp, addr, &files, timeout, &metrics).await {
+                    let conn = Conn {
+                        io,
+                        peer,
+                        _permit: permit,
+                    };
                     let _ = tx.send(Ok(conn)).await;
                 }
             });
@@ -149,9 +178,12 @@ async fn handshake(
     files: &TlsFiles,
     timeout: Duration,
     metrics: &Metrics,
-) -> Option<Conn> {
+) -> Option<(Io, PeerConn)> {
     let refused = |reason: &str, cause: String| {
-        metrics.tls_refused.with_label_values(&[reason]).inc();
+        metrics
+            .connections_refused
+            .with_label_values(&[reason])
+            .inc();
         tracing::warn!(client = %addr, reason, "TLS connection refused: {cause}");
     };
     let config = files.server()?;
@@ -196,7 +228,7 @@ async fn handshake(
                 remote: Some(addr),
                 cert,
             };
-            Some(Conn::Tls(Box::new(stream), peer))
+            Some((Io::Tls(Box::new(stream)), peer))
         }
     }
 }

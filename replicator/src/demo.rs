@@ -6,8 +6,13 @@
 //! Global Tables' whole-item last-writer-wins would have kept, and the
 //! cluster's replication lag as `replctl lag` reports it.
 //!
-//! With `serve`, the nodes keep running after the scenario and their
-//! `--node` URLs are printed, for `replctl`, until Ctrl-C.
+//! The nodes speak mutual TLS, as a production cluster should: the demo
+//! makes a throwaway CA and certificates ([`crate::pki`]) in a temporary
+//! directory, and its own admin clients present an operator's certificate.
+//!
+//! With `serve`, the nodes keep running after the scenario and the
+//! `replctl` commands to reach them (with the TLS files) are printed,
+//! until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -49,11 +54,54 @@ struct Region {
     admin: AdminClient<Channel>,
 }
 
+/// The demo's TLS files: the CA, one certificate per region, and the
+/// operator's (the demo's own admin clients, and `replctl`).
+struct DemoTls {
+    dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    nodes: Vec<crate::pki::Leaf>,
+    operator: crate::pki::Leaf,
+}
+
+impl DemoTls {
+    fn make() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ca = crate::pki::Ca::new("tributary demo CA")?;
+        let ca_file = ca.write(dir.path(), "ca")?;
+        let nodes = REGIONS
+            .iter()
+            .map(|r| ca.leaf(dir.path(), r, &[r, "127.0.0.1"], false))
+            .collect::<Result<_>>()?;
+        let operator = ca.leaf(dir.path(), "operator", &["operator"], false)?;
+        Ok(Self {
+            dir,
+            ca: ca_file,
+            nodes,
+            operator,
+        })
+    }
+
+    /// An admin client of the node at `addr`, over mutual TLS.
+    async fn admin(&self, addr: std::net::SocketAddr) -> Result<AdminClient<Channel>> {
+        let files = std::sync::Arc::new(tributary_proto::tls::TlsFiles::load(
+            tributary_proto::tls::Paths {
+                ca: self.ca.clone(),
+                cert: Some(self.operator.cert.clone()),
+                key: Some(self.operator.key.clone()),
+            },
+        )?);
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+            .connect_with_connector(tributary_proto::tls::connector(files, None))
+            .await?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn config(i: usize, ports: &[u16], dir: &std::path::Path) -> Result<NodeConfig> {
+fn config(i: usize, ports: &[u16], dir: &std::path::Path, tls: &DemoTls) -> Result<NodeConfig> {
     let mut text = format!(
         "region = \"{}\"\ncluster = \"demo\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n",
         REGIONS[i],
@@ -63,7 +111,7 @@ fn config(i: usize, ports: &[u16], dir: &std::path::Path) -> Result<NodeConfig> 
     for (j, r) in REGIONS.iter().enumerate() {
         if j != i {
             text.push_str(&format!(
-                "[[peers]]\nregion = \"{r}\"\nendpoint = \"http://127.0.0.1:{}\"\n",
+                "[[peers]]\nregion = \"{r}\"\nendpoint = \"https://127.0.0.1:{}\"\n",
                 ports[j]
             ));
         }
@@ -71,6 +119,12 @@ fn config(i: usize, ports: &[u16], dir: &std::path::Path) -> Result<NodeConfig> 
     text.push_str(
         "[[tables]]\nname = \"carts\"\npartition_key = \"user\"\nsort_key = \"line\"\ncounters = [\"qty\"]\nsets = [\"tags\"]\n",
     );
+    text.push_str(&format!(
+        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        tls.ca.display(),
+        tls.nodes[i].cert.display(),
+        tls.nodes[i].key.display()
+    ));
     Ok(NodeConfig::from_toml_str(&text)?)
 }
 
@@ -221,17 +275,18 @@ async fn play(out: &mut impl Write, serve: bool) -> Result<()> {
         .map(|_| tempfile::tempdir())
         .collect::<std::io::Result<_>>()?;
     let ports: Vec<u16> = REGIONS.iter().map(|_| free_port()).collect::<Result<_>>()?;
+    let tls = DemoTls::make()?;
     let mut regions = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        let node = RunningNode::start(config(i, &ports, dir.path())?).await?;
-        let admin = AdminClient::connect(format!("http://{}", node.listen())).await?;
+        let node = RunningNode::start(config(i, &ports, dir.path(), &tls)?).await?;
+        let admin = tls.admin(node.listen()).await?;
         regions.push(Region { node, admin });
     }
     writable(&regions).await?;
 
     writeln!(
         out,
-        "Tributary demo: three regions, each a node with its own RocksDB and gRPC port"
+        "Tributary demo: three regions, each a node with its own RocksDB and gRPC port (mutual TLS)"
     )?;
     for r in &regions {
         writeln!(
@@ -378,12 +433,19 @@ async fn play(out: &mut impl Write, serve: bool) -> Result<()> {
     lag_table(out, &regions)?;
 
     if serve {
-        writeln!(out, "\nServing until Ctrl-C. Try:")?;
+        writeln!(
+            out,
+            "\nServing until Ctrl-C (TLS files in {}). Try:",
+            tls.dir.path().display()
+        )?;
         for r in &regions {
             writeln!(
                 out,
-                "  replctl --node http://{} lag      # {}",
+                "  replctl --node https://{} --ca {} --cert {} --key {} lag      # {}",
                 r.node.listen(),
+                tls.ca.display(),
+                tls.operator.cert.display(),
+                tls.operator.key.display(),
                 r.node.core().region().as_str()
             )?;
         }

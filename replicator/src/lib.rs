@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dynamo;
 pub mod link;
 pub mod node;
+pub mod pki;
 pub mod postgres;
 pub mod sidecar;
 pub mod wire;

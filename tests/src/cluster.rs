@@ -17,6 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tributary_replicator::pki::Ca;
 
 /// How long a wait lasts before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -124,6 +125,9 @@ pub struct Node {
     /// Extra environment for its process (e.g. a crash point), applied at
     /// the next launch.
     pub env: Vec<(String, String)>,
+    /// `replctl`'s TLS arguments (`--ca`, `--cert`, `--key`) when the node
+    /// speaks mutual TLS; empty for plaintext.
+    pub tls: Vec<String>,
     child: Option<Child>,
 }
 
@@ -158,7 +162,8 @@ impl Ctl {
 impl Node {
     /// The admin URL (`--node`).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_empty() { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// True while its process runs.
@@ -170,7 +175,13 @@ impl Node {
 
     /// Runs `replctl --node <this> ARGS` with `stdin`.
     pub fn ctl(&self, args: &[&str], stdin: &str) -> Ctl {
-        replctl(&self.url(), args, stdin)
+        let all: Vec<&str> = self
+            .tls
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
+        replctl(&self.url(), &all, stdin)
     }
 
     /// `replctl write` of `lines`; panics unless every line was accepted.
@@ -230,6 +241,7 @@ impl Node {
             data_dir: dir.join(name),
             log: dir.join(format!("{name}.log")),
             env: Vec::new(),
+            tls: Vec::new(),
             child: None,
         }
     }
@@ -409,9 +421,41 @@ impl Cluster {
         regions: &[&str],
         links: &[(usize, usize)],
         extra: impl Fn(usize) -> String,
+        endpoint: impl FnMut(usize, usize, u16) -> u16,
+    ) -> Self {
+        Self::build(regions, links, extra, endpoint, false)
+    }
+
+    /// [`Cluster::start_with`] with mutual TLS on every node: a CA made
+    /// for the cluster, a certificate per region (its region id and
+    /// 127.0.0.1), `https` peers, and an operator certificate `replctl`
+    /// presents ([`Node::ctl`], [`Node::tls`]).
+    pub fn start_secure_with(
+        regions: &[&str],
+        links: &[(usize, usize)],
+        extra: &str,
+        endpoint: impl FnMut(usize, usize, u16) -> u16,
+    ) -> Self {
+        Self::build(regions, links, |_| extra.to_owned(), endpoint, true)
+    }
+
+    fn build(
+        regions: &[&str],
+        links: &[(usize, usize)],
+        extra: impl Fn(usize) -> String,
         mut endpoint: impl FnMut(usize, usize, u16) -> u16,
+        secure: bool,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let pki = secure.then(|| {
+            let ca = Ca::new("tributary test cluster CA").expect("CA");
+            let ca_file = ca.write(dir.path(), "ca").expect("CA file");
+            let operator = ca
+                .leaf(dir.path(), "operator", &["operator"], false)
+                .expect("operator certificate");
+            (ca, ca_file, operator)
+        });
+        let scheme = if secure { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = regions.iter().map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::new();
         for (i, region) in regions.iter().enumerate() {
@@ -425,7 +469,7 @@ impl Cluster {
                     continue;
                 };
                 peers.push_str(&format!(
-                    "[[peers]]\nregion = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\n",
+                    "[[peers]]\nregion = \"{}\"\nendpoint = \"{scheme}://127.0.0.1:{}\"\n",
                     regions[other],
                     endpoint(i, other, ports[other].0)
                 ));
@@ -440,11 +484,34 @@ impl Cluster {
                 .map(|r| format!("\"{r}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let text = format!(
+            let mut text = format!(
                 "region = \"{region}\"\ncluster = \"test\"\nregions = [{all}]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}\n{peers}{TABLES}",
                 data_dir.display(),
                 extra(i)
             );
+            let mut tls = Vec::new();
+            if let Some((ca, ca_file, operator)) = &pki {
+                let leaf = ca
+                    .leaf(dir.path(), region, &[region, "127.0.0.1"], false)
+                    .expect("node certificate");
+                text.push_str(&format!(
+                    "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    ca_file.display(),
+                    leaf.cert.display(),
+                    leaf.key.display()
+                ));
+                tls = [
+                    "--ca",
+                    &ca_file.display().to_string(),
+                    "--cert",
+                    &operator.cert.display().to_string(),
+                    "--key",
+                    &operator.key.display().to_string(),
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            }
             std::fs::write(&config, text).expect("write config");
             nodes.push(Node {
                 region: (*region).to_owned(),
@@ -454,6 +521,7 @@ impl Cluster {
                 data_dir,
                 log: dir.path().join(format!("{region}.log")),
                 env: Vec::new(),
+                tls,
                 child: None,
             });
         }

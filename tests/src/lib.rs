@@ -5,6 +5,5 @@ pub mod chaos;
 pub mod cluster;
 pub mod crash;
 pub mod moto;
-pub mod pki;
 pub mod postgres;
 pub mod sim;

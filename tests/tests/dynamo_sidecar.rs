@@ -51,7 +51,22 @@ fn start() -> World {
 
 /// [`start`], with each node's source polling at its own interval.
 fn start_polling(polls: [&str; 2]) -> World {
-    launch(|i, endpoint| sidecar(endpoint, i, polls[i]), |_| {})
+    let world = launch(|i, endpoint| sidecar(endpoint, i, polls[i]), |_| {});
+    // The tests' writes go through the streams, not the initial load
+    // (which `an_initial_load_takes_a_prepopulated_table_without_counting_its_stream_twice`
+    // tests with writes racing the scan).
+    for node in world.nodes() {
+        wait_for("the initial load to finish", DEADLINE, || {
+            let s = status(node);
+            let load = &s["sources"]["dynamodb-streams:carts"]["initial_load"];
+            if load.as_str().is_some_and(|l| l.starts_with("done")) {
+                Ok(Some(()))
+            } else {
+                Err(s["sources"].to_string())
+            }
+        });
+    }
+    world
 }
 
 /// Starts moto, the tables, `prepare` (given the runtime and a client per

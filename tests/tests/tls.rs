@@ -8,8 +8,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use tributary_replicator::pki::{Ca, Leaf};
 use tributary_tests::cluster::{Ctl, DEADLINE, Node, TABLES, free_port, replctl, wait_for};
-use tributary_tests::pki::{Ca, Leaf};
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -110,13 +110,22 @@ fn wait_log(node: &Node, words: &str) {
 #[test]
 fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
     let dir = tempfile::tempdir().expect("dir");
-    let good = Ca::new("tributary test CA");
-    let ca = good.write(dir.path(), "ca");
+    let good = Ca::new("tributary test CA").expect("CA");
+    let ca = good.write(dir.path(), "ca").expect("CA file");
     let pki = Pki { dir, ca, good };
     let d = pki.dir.path();
-    let east = pki.good.leaf(d, "us-east-1", &["us-east-1"], false);
-    let west = pki.good.leaf(d, "eu-west-1", &["eu-west-1"], false);
-    let operator = pki.good.leaf(d, "operator", &["operator"], false);
+    let east = pki
+        .good
+        .leaf(d, "us-east-1", &["us-east-1"], false)
+        .expect("certificate");
+    let west = pki
+        .good
+        .leaf(d, "eu-west-1", &["eu-west-1"], false)
+        .expect("certificate");
+    let operator = pki
+        .good
+        .leaf(d, "operator", &["operator"], false)
+        .expect("certificate");
     let (pa, pb) = (free_port(), free_port());
     let mut a = Node::custom(
         d,
@@ -166,7 +175,10 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
 
     // A certificate of the CA that is not an operator's reads, and may not
     // mutate.
-    let viewer = pki.good.leaf(d, "viewer", &["viewer"], false);
+    let viewer = pki
+        .good
+        .leaf(d, "viewer", &["viewer"], false)
+        .expect("certificate");
     let out = ctl(&pki, pa, "us-east-1", Some(&viewer), &["status"], "");
     assert_eq!(out.code, Some(0), "{out:?}");
     let out = ctl(&pki, pa, "us-east-1", Some(&viewer), &["write"], &write);
@@ -175,9 +187,14 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
 
     // No client certificate, another CA, an expired certificate: refused
     // at the handshake, each cause in words in the node's log.
-    let other = Ca::new("someone else's CA");
-    let foreign = other.leaf(d, "foreign", &["operator"], false);
-    let expired = pki.good.leaf(d, "expired", &["operator"], true);
+    let other = Ca::new("someone else's CA").expect("CA");
+    let foreign = other
+        .leaf(d, "foreign", &["operator"], false)
+        .expect("certificate");
+    let expired = pki
+        .good
+        .leaf(d, "expired", &["operator"], true)
+        .expect("certificate");
     for (client, words) in [
         (None, "presented no certificate"),
         (Some(&foreign), "not signed by the configured CA"),
@@ -221,7 +238,10 @@ fn mutual_tls_admits_the_cluster_and_refuses_everyone_else() {
         node.launch();
         node
     };
-    let south = pki.good.leaf(d, "ap-south-1", &["ap-south-1"], false);
+    let south = pki
+        .good
+        .leaf(d, "ap-south-1", &["ap-south-1"], false)
+        .expect("certificate");
     let impostor = rogue("impostor", "eu-west-1", "test", &south);
     wait_log(
         &a,

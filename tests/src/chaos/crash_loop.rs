@@ -42,10 +42,11 @@ pub struct CrashLoop {
 /// violation.
 pub fn run(scenario: &CrashLoop, seed: u64) -> Summary {
     let regions: Vec<&str> = scenario.regions.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::start(
+    let mut cluster = Cluster::start_secure_with(
         &regions,
         &super::mesh(regions.len()),
         &scenario.extra_config,
+        |_, _, port| port,
     );
     let mut run = Run::start("tier3", &scenario.name, seed, &cluster, &scenario.workload);
     let mut rng = StdRng::seed_from_u64(seed);

@@ -48,13 +48,14 @@ impl CtlRun {
     }
 }
 
-/// Runs `replctl --node URL --timeout TIMEOUT ARGS` with `stdin`, killing
-/// it if it has not exited `timeout * 3 + 2 s` after the spawn.
-pub fn run(url: &str, args: &[&str], stdin: &str, timeout: Duration) -> CtlRun {
+/// Runs `replctl --node URL --timeout TIMEOUT TLS ARGS` with `stdin`,
+/// killing it if it has not exited `timeout * 3 + 2 s` after the spawn.
+pub fn run(url: &str, tls: &[String], args: &[&str], stdin: &str, timeout: Duration) -> CtlRun {
     let started = Instant::now();
     let timeout_arg = format!("{}ms", timeout.as_millis().max(1));
     let mut child = Command::new(binary("replctl"))
         .args(["--node", url, "--timeout", &timeout_arg])
+        .args(tls)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -174,6 +174,8 @@ pub struct Endpoint {
     pub region: String,
     /// Its `--node` URL.
     pub url: String,
+    /// `replctl`'s TLS arguments (empty: plaintext).
+    pub tls: Vec<String>,
 }
 
 /// Samples `offsets` (every `period`) and `lag` (every `lag_every`-th
@@ -189,7 +191,13 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// One `offsets --json` call; `None` if the node did not answer.
 pub fn sample_offsets(endpoint: &Endpoint, start: Instant) -> Option<OffsetsSample> {
-    let run = ctl::run(&endpoint.url, &["offsets", "--json"], "", SAMPLE_TIMEOUT);
+    let run = ctl::run(
+        &endpoint.url,
+        &endpoint.tls,
+        &["offsets", "--json"],
+        "",
+        SAMPLE_TIMEOUT,
+    );
     if run.code != Some(0) {
         return None;
     }
@@ -203,7 +211,13 @@ pub fn sample_offsets(endpoint: &Endpoint, start: Instant) -> Option<OffsetsSamp
 }
 
 fn sample_lag(endpoint: &Endpoint, start: Instant) -> Option<LagSample> {
-    let run = ctl::run(&endpoint.url, &["lag", "--json"], "", SAMPLE_TIMEOUT);
+    let run = ctl::run(
+        &endpoint.url,
+        &endpoint.tls,
+        &["lag", "--json"],
+        "",
+        SAMPLE_TIMEOUT,
+    );
     if !matches!(run.code, Some(0 | 1)) {
         return None;
     }
@@ -264,7 +278,13 @@ impl Sampler {
 
 /// `replctl digest --json` of one region.
 pub fn digest(endpoint: &Endpoint) -> Result<Digest, String> {
-    let run = ctl::run(&endpoint.url, &["digest", "--json"], "", SAMPLE_TIMEOUT);
+    let run = ctl::run(
+        &endpoint.url,
+        &endpoint.tls,
+        &["digest", "--json"],
+        "",
+        SAMPLE_TIMEOUT,
+    );
     if run.code != Some(0) {
         return Err(format!("{}: {}", endpoint.region, run.failure()));
     }
@@ -296,6 +316,7 @@ pub fn read_items(
                         .map(|key| {
                             let run = ctl::run(
                                 &endpoint.url,
+                                &endpoint.tls,
                                 &["get", super::history::TABLE, &key.json(), "--json"],
                                 "",
                                 Duration::from_secs(5),

@@ -41,7 +41,7 @@ pub struct PartitionScenario {
 pub fn run(scenario: &PartitionScenario, seed: u64) -> Summary {
     let regions: Vec<&str> = scenario.regions.iter().map(String::as_str).collect();
     let mut net = ProxyNet::new();
-    let mut cluster = Cluster::start_with(
+    let mut cluster = Cluster::start_secure_with(
         &regions,
         &super::mesh(regions.len()),
         &scenario.extra_config,

@@ -64,6 +64,7 @@ impl Run {
             .map(|n| Endpoint {
                 region: n.region.clone(),
                 url: n.url(),
+                tls: n.tls.clone(),
             })
             .collect();
         let sampler = Sampler::start(&endpoints, epoch, SAMPLE_PERIOD, 3);
@@ -104,6 +105,7 @@ impl Run {
         for peer in &self.endpoints[1..] {
             let run = super::ctl::run(
                 &first.url,
+                &first.tls,
                 &["pause", &peer.region],
                 "",
                 Duration::from_secs(5),
@@ -125,6 +127,7 @@ impl Run {
         );
         let run = super::ctl::run(
             &first.url,
+            &first.tls,
             &["write"],
             &(kind.change_line() + "\n"),
             Duration::from_secs(5),
@@ -170,7 +173,13 @@ impl Run {
         poll(deadline, || {
             let mut seen = Vec::new();
             for e in &self.endpoints {
-                let run = super::ctl::run(&e.url, &["lag", "--json"], "", Duration::from_secs(2));
+                let run = super::ctl::run(
+                    &e.url,
+                    &e.tls,
+                    &["lag", "--json"],
+                    "",
+                    Duration::from_secs(2),
+                );
                 let doc = run
                     .json()
                     .ok_or_else(|| format!("{}: {}", e.region, run.failure()))?;
@@ -185,8 +194,13 @@ impl Run {
                 seen.push(format!("{}: {pending}", e.region));
                 if pending != 0 {
                     // The links' own view, so a stuck one can be diagnosed.
-                    let status =
-                        super::ctl::run(&e.url, &["status", "--json"], "", Duration::from_secs(2));
+                    let status = super::ctl::run(
+                        &e.url,
+                        &e.tls,
+                        &["status", "--json"],
+                        "",
+                        Duration::from_secs(2),
+                    );
                     let links = status
                         .json()
                         .map(|s| s["peers"].to_string())

@@ -281,7 +281,13 @@ impl Writer {
             kinds.clone(),
             Instant::now(),
         );
-        let run = ctl::run(&self.endpoint.url, &["write"], &input, self.cfg.timeout);
+        let run = ctl::run(
+            &self.endpoint.url,
+            &self.endpoint.tls,
+            &["write"],
+            &input,
+            self.cfg.timeout,
+        );
         let mut outcomes: Vec<Option<(Outcome, Instant)>> = vec![None; kinds.len()];
         for (send, (at, line)) in sends.iter().zip(&run.lines) {
             if let Some(i) = send.op {

@@ -1,9 +1,12 @@
-//! Test certificates, generated per test run with rcgen (no key is ever
-//! committed): a CA, and leaf certificates it signs for nodes (a DNS
-//! subject alternative name per region) and operators.
+//! Throwaway certificates for the demo and the tests, generated with rcgen
+//! at run time (no key is ever committed): a CA, and leaf certificates it
+//! signs for nodes (a DNS subject alternative name per region, plus
+//! `127.0.0.1`) and operators. Not for production: a real cluster's CA key
+//! lives offline (see the README's "Securing a cluster").
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Result;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::{Duration, OffsetDateTime};
 
@@ -25,9 +28,9 @@ pub struct Leaf {
 
 impl Ca {
     /// A new self-signed CA named `name`.
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    pub fn new(name: &str) -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![
@@ -35,27 +38,27 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self {
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
             pem: cert.pem(),
             issuer: Issuer::new(params, key),
-        }
+        })
     }
 
     /// Writes the CA certificate to `dir/NAME.pem`.
-    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+    pub fn write(&self, dir: &Path, name: &str) -> Result<PathBuf> {
         let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, &self.pem).expect("write CA");
-        path
+        std::fs::write(&path, &self.pem)?;
+        Ok(path)
     }
 
     /// Issues a leaf for `names` (DNS names, or IP addresses), valid now
     /// (or expired a day ago with `expired`), written to `dir/STEM.pem`
     /// and `dir/STEM.key`.
-    pub fn leaf(&self, dir: &Path, stem: &str, names: &[&str], expired: bool) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
+    pub fn leaf(&self, dir: &Path, stem: &str, names: &[&str], expired: bool) -> Result<Leaf> {
+        let key = KeyPair::generate()?;
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("leaf params");
+        let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, stem);
         let now = OffsetDateTime::now_utc();
         if expired {
@@ -65,15 +68,13 @@ impl Ca {
             params.not_before = now - Duration::days(1);
             params.not_after = now + Duration::days(30);
         }
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("leaf certificate");
+        let cert = params.signed_by(&key, &self.issuer)?;
         let leaf = Leaf {
             cert: dir.join(format!("{stem}.pem")),
             key: dir.join(format!("{stem}.key")),
         };
-        std::fs::write(&leaf.cert, cert.pem()).expect("write leaf");
-        std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
-        leaf
+        std::fs::write(&leaf.cert, cert.pem())?;
+        std::fs::write(&leaf.key, key.serialize_pem())?;
+        Ok(leaf)
     }
 }

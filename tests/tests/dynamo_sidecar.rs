@@ -194,7 +194,21 @@ impl World {
             if tables.iter().all(|t| t.as_ref() == expected) {
                 Ok(Some(()))
             } else {
-                Err(format!("tables: {tables:?}"))
+                let sources: Vec<String> = self
+                    .nodes()
+                    .iter()
+                    .map(|n| {
+                        let s = status(n);
+                        let key = format!(r#"{{"pk":"{pk}","sk":"cart"}}"#);
+                        format!(
+                            "{}: log {} sources {}",
+                            n.region,
+                            n.get("carts", &key)["attributes"],
+                            s["sources"]
+                        )
+                    })
+                    .collect();
+                Err(format!("tables: {tables:?}; {sources:?}"))
             }
         });
     }

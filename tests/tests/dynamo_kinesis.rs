@@ -236,12 +236,22 @@ fn poison_records_are_dead_letters_the_stream_goes_on_and_retry_applies_them() {
         "{dead:?}"
     );
     assert_eq!(dead[1]["raw"], json!("{not json"));
-    let status = world.source().ctl(&["status", "--json"], "").json();
-    let source = &status["sources"]["kinesis:scores-changes"];
-    assert_eq!(
-        (source["dead_letters"].clone(), source["duplicates"].clone()),
-        (json!(2), json!(1)),
-        "{source}"
+    // The redelivered record may be read after the item already counts
+    // the first delivery: wait for the source to report it skipped.
+    wait_for(
+        "the source to count the redelivery as a duplicate",
+        DEADLINE,
+        || {
+            let status = world.source().ctl(&["status", "--json"], "").json();
+            let source = &status["sources"]["kinesis:scores-changes"];
+            if (source["dead_letters"].clone(), source["duplicates"].clone())
+                == (json!(2), json!(1))
+            {
+                Ok(Some(()))
+            } else {
+                Err(source.to_string())
+            }
+        },
     );
     assert!(
         world

@@ -124,6 +124,7 @@ async fn session(
     )
     .await
     .map_err(|e| format!("initial load: {e}"))?;
+    core.sidecar.load_finished(config.table.as_str());
     let sink_origin = match sink_origin {
         Some(name) => Some(origin_id(&client, name).await?),
         None => None,

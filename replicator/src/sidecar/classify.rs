@@ -167,15 +167,25 @@ fn reflected_by_load(
 }
 
 /// Whether `record` continues from `image`: its old row is what the image
-/// holds (an insert continues from no item). Inside an initial load's
-/// window, a record that continues is applied; one that does not was seen
-/// by the scan already (the scanned row is a later state) and is skipped.
+/// holds. An insert continues from no item, and from an item that holds
+/// nothing but its key: a write that creates an item can be recorded as
+/// two inserts, the key and then the item (moto does this for an
+/// `UpdateItem` of a new item), and a scan between the two sees the key
+/// alone. Inside an initial load's window, a record that continues is
+/// applied; one that does not was seen by the scan already (the scanned
+/// row is a later state) and is skipped.
 pub fn continues_from(
     image: &TableImage,
     record: &ChangeRecord,
     schema: &TableSchema,
     marker: Option<&AttrName>,
 ) -> bool {
+    if record.old_image.is_none()
+        && image.marker.is_none()
+        && image.attrs.as_ref().is_none_or(BTreeMap::is_empty)
+    {
+        return true;
+    }
     let old_attrs = record.old_image.as_ref().map(|old| {
         old.iter()
             .filter(|(name, _)| !is_key_or_marker(schema, marker, name))
@@ -240,6 +250,7 @@ mod tests {
     use tributary_engine::change::Op;
     use tributary_engine::ids::TableName;
     use tributary_engine::schema::MergePolicy;
+    use tributary_engine::value::AttrValue;
 
     use super::*;
 
@@ -357,6 +368,100 @@ mod tests {
         assert!(reasons[0].2.contains("not JSON"), "{reasons:?}");
         assert!(reasons[1].2.contains("TRUNCATE"), "{reasons:?}");
         assert_eq!(out.attached.dead_letters[0].raw, b"{not json");
+    }
+
+    /// Records of one item with their creation time, `a`, `b`: a create by
+    /// `UpdateItem` recorded as two inserts (key, then item), then updates.
+    fn created_then_updated() -> Vec<(serde_json::Value, Option<BTreeMap<String, AttrValue>>)> {
+        let key = json!({"pk": {"S": "u1"}});
+        let item = |qty: i64, colour: &str| json!({"pk": {"S": "u1"}, "qty": {"N": qty.to_string()}, "colour": {"S": colour}});
+        let states = [
+            key.clone(),
+            item(1, "red"),
+            item(2, "blue"),
+            item(3, "blue"),
+        ];
+        let mut out = Vec::new();
+        for (i, new) in states.iter().enumerate() {
+            let (event, old) = match i {
+                0 | 1 => ("INSERT", None),
+                _ => ("MODIFY", Some(states[i - 1].clone())),
+            };
+            let mut dynamodb = json!({"Keys": key, "NewImage": new,
+                "ApproximateCreationDateTime": 1_700_000_000_500u64 + i as u64});
+            if let Some(old) = old {
+                dynamodb["OldImage"] = old;
+            }
+            let record =
+                json!({"eventID": format!("e{i}"), "eventName": event, "dynamodb": dynamodb});
+            let scanned = tributary_engine::value::image_from_dynamodb_json(new).expect("image");
+            out.push((record, Some(scanned)));
+        }
+        out
+    }
+
+    #[test]
+    fn a_scan_at_any_point_of_a_create_counts_every_write_once() {
+        let records = created_then_updated();
+        let raw: Vec<RawRecord> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| record(i as u32, r.clone()))
+            .collect();
+        let origin = Origin {
+            source: "dynamodb-streams:carts",
+            now_millis: 7,
+            late: false,
+            load_window: Some((1_700_000_000_000, 1_700_000_002_000)),
+        };
+        // The scan saw the item as it was before the first record, or
+        // after record `seen`.
+        let scans = std::iter::once(None).chain(records.iter().map(|(_, s)| s.clone()));
+        for (seen, scanned) in scans.enumerate() {
+            let scanned_qty = scanned.as_ref().and_then(|s| s.get("qty")).map_or(0, |q| {
+                let AttrValue::N(n) = q else {
+                    panic!("qty {q:?}")
+                };
+                n.to_i128().expect("integer")
+            });
+            let image = TableImage {
+                attrs: scanned.map(|s| {
+                    s.into_iter()
+                        .filter(|(k, _)| k != "pk")
+                        .collect::<BTreeMap<_, _>>()
+                }),
+                ..TableImage::default()
+            };
+            let out = classify(&schema(), Some(&marker()), &origin, &raw, |_| {
+                Ok(image.clone())
+            })
+            .expect("classify");
+            let added: i128 = out
+                .changes
+                .iter()
+                .flat_map(|c| &c.ops)
+                .map(|op| match op {
+                    Op::Add { amount, .. } => *amount,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(
+                scanned_qty + added,
+                3,
+                "scan after {seen} records: {} changes, {} duplicates",
+                out.changes.len(),
+                out.duplicates
+            );
+            let [(_, bytes)] = out.attached.side.as_slice() else {
+                panic!("one image expected");
+            };
+            let last = TableImage::decode(bytes).expect("image");
+            assert_eq!(
+                last.attrs.as_ref().and_then(|a| a.get("colour")),
+                Some(&AttrValue::S("blue".into())),
+                "scan after {seen} records"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! last error. Shown by `replctl status`, `lag` and `offsets`; the same
 //! figures are on `/metrics`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -102,6 +102,9 @@ pub struct SidecarFacts {
     rewrites: Mutex<BTreeMap<String, Vec<ItemKey>>>,
     /// Wakes the sinks when an item is queued for rewriting.
     pub wake: Notify,
+    /// The tables whose initial load has not finished (see
+    /// [`SidecarFacts::wait_loaded`]).
+    loading: tokio::sync::watch::Sender<BTreeSet<String>>,
 }
 
 impl SidecarFacts {
@@ -114,6 +117,49 @@ impl SidecarFacts {
             cursors: Mutex::new(BTreeMap::new()),
             rewrites: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
+            loading: tokio::sync::watch::Sender::new(BTreeSet::new()),
+        }
+    }
+
+    /// A source of `table` is about to decide on its initial load: the
+    /// table's sinks wait until [`SidecarFacts::load_finished`].
+    pub fn expect_load(&self, table: &str) {
+        self.loading.send_modify(|t| {
+            t.insert(table.to_owned());
+        });
+    }
+
+    /// The initial load of `table` finished (or was not needed).
+    pub fn load_finished(&self, table: &str) {
+        self.loading.send_if_modified(|t| t.remove(table));
+    }
+
+    /// Whether an initial load of `table` is running.
+    pub fn is_loading(&self, table: &str) -> bool {
+        self.loading.borrow().contains(table)
+    }
+
+    /// Sets (or clears) the sink's reported error without counting an
+    /// outcome.
+    pub fn sink_error(&self, sink: &str, error: Option<&str>) {
+        self.sink(sink, |s| s.error = error.map(str::to_owned));
+    }
+
+    /// Waits until no initial load of `table` is running; false if
+    /// `shutdown` came first.
+    ///
+    /// A sink writing while its table is scanned would have its writes
+    /// (other regions' contributions) read by the scan as the
+    /// application's, and counted again.
+    pub async fn wait_loaded(
+        &self,
+        table: &str,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        let mut loading = self.loading.subscribe();
+        tokio::select! {
+            done = loading.wait_for(|t| !t.contains(table)) => done.is_ok(),
+            _ = shutdown.wait_for(|s| *s) => false,
         }
     }
 
@@ -268,5 +314,33 @@ impl SidecarFacts {
     /// Every sink's report.
     pub fn sinks(&self) -> BTreeMap<String, SinkReport> {
         lock(&self.sinks).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sink_waits_for_its_tables_initial_load_only() {
+        let facts = std::sync::Arc::new(SidecarFacts::new(Metrics::new()));
+        let (stop, mut shutdown) = tokio::sync::watch::channel(false);
+        facts.expect_load("carts");
+        assert!(facts.is_loading("carts") && !facts.is_loading("orders"));
+        // Another table's sink does not wait.
+        assert!(facts.wait_loaded("orders", &mut shutdown).await);
+        let waiter = {
+            let facts = std::sync::Arc::clone(&facts);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move { facts.wait_loaded("carts", &mut shutdown).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the sink went on during the load");
+        facts.load_finished("carts");
+        assert!(waiter.await.expect("task"), "released by the load's end");
+        // A shutdown releases a waiting sink with `false`.
+        facts.expect_load("carts");
+        let _ = stop.send(true);
+        assert!(!facts.wait_loaded("carts", &mut shutdown).await);
     }
 }

@@ -17,6 +17,11 @@
 //!    are in the scanned items already; records from within `[t0, t1]`
 //!    apply only where they continue from the item's image (see
 //!    [`super::classify::Origin::load_window`]).
+//!
+//! The table's sinks wait until the load is done
+//! ([`super::facts::SidecarFacts::wait_loaded`]): a row the sink wrote
+//! during the scan holds other regions' contributions, which the scan
+//! would take for this region's writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -145,6 +145,19 @@ pub async fn run<W: ItemWriter>(core: Arc<Core>, config: SinkSettings, writer: A
         tracing::error!(sink = %sink.id, "invalid sink id");
         return;
     };
+    let table = config.schema.name().as_str();
+    if core.sidecar.is_loading(table) {
+        let waiting = format!("waiting for the initial load of table {table}");
+        core.sidecar.sink_error(&sink.id, Some(&waiting));
+        if !core
+            .sidecar
+            .wait_loaded(table, &mut core.shutdown.clone())
+            .await
+        {
+            return;
+        }
+        core.sidecar.sink_error(&sink.id, None);
+    }
     let mut cursor: Cursor = core
         .store
         .checkpoint(&source_id)

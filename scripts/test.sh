@@ -9,8 +9,11 @@ scripts/setup.sh
 start=$(date +%s)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz targets, ${FUZZ_SECONDS:-20}s each"
+scripts/fuzz.sh
 echo "== all checks passed in $(( $(date +%s) - start ))s"

@@ -26,4 +26,5 @@ pub mod v1 {
     tonic::include_proto!("tributary.v1");
 }
 
+#[cfg(feature = "tls")]
 pub mod tls;

@@ -3,13 +3,19 @@
 //! demo; the node itself (sources, sinks, peer shipping over gRPC, admin API,
 //! metrics) arrives with the replicator issue.
 
+#[cfg(feature = "node")]
 pub mod admin;
 pub mod config;
+#[cfg(feature = "node")]
 pub mod crash;
+#[cfg(feature = "node")]
 pub mod demo;
+#[cfg(feature = "node")]
 pub mod dynamo;
 pub mod link;
+#[cfg(feature = "node")]
 pub mod node;
+#[cfg(feature = "node")]
 pub mod pki;
 pub mod postgres;
 pub mod sidecar;

@@ -67,6 +67,7 @@ impl Cf {
     pub(crate) const ALL: [Cf; 5] = [Cf::Log, Cf::Items, Cf::Meta, Cf::DeadLetters, Cf::Side];
 
     /// The column family's name on disk.
+    #[cfg(feature = "rocksdb")]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Cf::Log => "log",
@@ -109,12 +110,18 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if size > MAX_VALUE_BYTES {
         return Err(StoreError::TooLarge { what, size });
     }
-    let mut out = Vec::with_capacity(size);
+    Ok(seal(&payload))
+}
+
+/// The envelope around already-encoded payload bytes (what [`encode`]
+/// writes around its postcard payload).
+pub(crate) fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + ENVELOPE_BYTES);
     out.push(FORMAT_VERSION);
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
 }
 
 /// Decodes a value written by [`encode`]. `key` is called only on failure,

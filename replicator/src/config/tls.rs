@@ -41,6 +41,7 @@ fn default_handshake_timeout() -> Duration {
 
 impl TlsConfig {
     /// The files, as the TLS loader takes them.
+    #[cfg(feature = "node")]
     pub fn paths(&self) -> tributary_proto::tls::Paths {
         tributary_proto::tls::Paths {
             ca: self.ca.clone(),

@@ -22,13 +22,18 @@
 //!   checked at start-up against the `[[tables]]` schema.
 //! - [`wal2json`]: the decoder of wal2json's messages (pure).
 
+#[cfg(feature = "node")]
 pub mod catalog;
+#[cfg(feature = "node")]
 pub mod load;
+#[cfg(feature = "node")]
 pub mod sink;
+#[cfg(feature = "node")]
 pub mod source;
 pub mod types;
 pub mod wal2json;
 
+#[cfg(feature = "node")]
 /// Connects with `dsn` (no TLS: loopback or a private network; TLS comes
 /// with the security issue) and drives the connection in a task.
 pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, String> {
@@ -75,6 +80,7 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+#[cfg(feature = "node")]
 /// The error's SQLSTATE and message, in one line.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

@@ -10,29 +10,50 @@
 //!   double counting;
 //! - [`facts`]: what they report to `replctl` and `/metrics`.
 
+#[cfg(feature = "node")]
 pub mod aws;
 pub mod classify;
+#[cfg(feature = "node")]
 pub mod facts;
 pub mod image;
+#[cfg(feature = "node")]
 pub mod kinesis;
+#[cfg(feature = "node")]
 pub mod load;
+#[cfg(feature = "node")]
 pub mod retry;
+#[cfg(feature = "node")]
 pub mod sink;
+#[cfg(feature = "node")]
 pub mod sink_loop;
+#[cfg(feature = "node")]
 pub mod source;
+#[cfg(feature = "node")]
 pub mod streams;
 
+#[cfg(feature = "node")]
 use std::sync::Arc;
 
+#[cfg(feature = "node")]
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "node")]
 use crate::config::{SinkConfig, SourceConfig};
+#[cfg(feature = "node")]
 use crate::node::Core;
 
 /// Starts a task per configured source and sink.
+#[cfg(feature = "node")]
 pub fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     let schemas = core.config.schemas().unwrap_or_default();
+    // A table's sinks start writing once its sources' initial loads are
+    // done (see `SidecarFacts::wait_loaded`).
+    for source in &core.config.sources {
+        if schemas.get(source.table()).is_some() {
+            core.sidecar.expect_load(source.table().as_str());
+        }
+    }
     for source in core.config.sources.clone() {
         let Some(schema) = schemas.get(source.table()).cloned() else {
             continue;
@@ -84,7 +105,10 @@ pub fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
             let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
             spec.load_window = loop {
                 match load::run(&core, &spec, mode, &dynamodb, source.table().as_str()).await {
-                    Ok(window) => break window,
+                    Ok(window) => {
+                        core.sidecar.load_finished(source.table().as_str());
+                        break window;
+                    }
                     Err(e) => {
                         core.sidecar.source_error(&spec.prefix, &format!("initial load: {e}"));
                         tracing::warn!(source = %spec.prefix, error = %e, "initial load failed; retrying");

@@ -61,6 +61,8 @@ pub struct TlsFiles {
     paths: Paths,
     built: Mutex<Built>,
     reload_error: Mutex<Option<String>>,
+    /// Whether [`TlsFiles::new_reload_error`] has told the current error.
+    reload_error_told: std::sync::atomic::AtomicBool,
 }
 
 impl TlsFiles {
@@ -71,6 +73,7 @@ impl TlsFiles {
             paths,
             built: Mutex::new(built),
             reload_error: Mutex::new(None),
+            reload_error_told: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -96,6 +99,17 @@ impl TlsFiles {
         lock(&self.reload_error).clone()
     }
 
+    /// [`TlsFiles::reload_error`], but only the first time it is asked
+    /// after the files changed: to log a bad replacement once, not on every
+    /// connection while it stays.
+    pub fn new_reload_error(&self) -> Option<String> {
+        let error = self.reload_error()?;
+        let told = self
+            .reload_error_told
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        (!told).then_some(error)
+    }
+
     fn current(&self) -> (Option<Arc<ServerConfig>>, Arc<ClientConfig>) {
         let mut built = lock(&self.built);
         let stamp = stamps(&self.paths);
@@ -109,6 +123,8 @@ impl TlsFiles {
                     // Keep serving with what worked; try again next time.
                     built.stamp = stamp;
                     *lock(&self.reload_error) = Some(e.0);
+                    self.reload_error_told
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

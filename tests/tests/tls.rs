@@ -416,7 +416,7 @@ fn entry_of(region: &str) -> tributary_engine::change::LogEntry {
 }
 
 #[test]
-fn a_peer_shipping_changes_of_a_region_outside_the_cluster_is_refused() {
+fn a_peer_shipping_changes_of_a_region_outside_the_cluster_is_refused_then_penalised() {
     use tributary_proto::v1 as pb;
     use tributary_proto::v1::peer_client::PeerClient;
     use tributary_proto::v1::receiver_message::Body as ReceiverBody;
@@ -425,8 +425,12 @@ fn a_peer_shipping_changes_of_a_region_outside_the_cluster_is_refused() {
     use tributary_replicator::wire::ToWire;
     use tributary_replicator::wire::{Hello, PROTOCOL_VERSION, batch_to_wire};
 
-    let mut cluster =
-        tributary_tests::cluster::Cluster::start(&["us-east-1", "eu-west-1"], &[(0, 1)], "");
+    // Three refusals within 10 s put the sender in the penalty box.
+    let mut cluster = tributary_tests::cluster::Cluster::start(
+        &["us-east-1", "eu-west-1"],
+        &[(0, 1)],
+        "[shipping]\npenalty_after = 3\npenalty_initial = \"3s\"\n",
+    );
     // This test speaks as eu-west-1 (a configured peer) from now on.
     cluster.kill9(1);
     let a = &cluster.nodes[0];
@@ -452,26 +456,72 @@ fn a_peer_shipping_changes_of_a_region_outside_the_cluster_is_refused() {
         .enable_all()
         .build()
         .expect("runtime");
-    let status = rt.block_on(async {
-        let mut client = PeerClient::connect(a.url()).await.expect("connect");
-        let mut replies = client
-            .replicate(tokio_stream::iter(messages))
-            .await
-            .expect("the hello is admitted")
-            .into_inner();
-        loop {
-            match replies.message().await {
-                Ok(Some(pb::ReceiverMessage {
-                    body: Some(ReceiverBody::Welcome(_)),
-                })) => continue,
-                Ok(other) => panic!("expected a refusal, got {other:?}"),
-                Err(status) => break status,
+    // The refusal: at the hello (`Err`) or on the batch (`Ok(Err)`).
+    let ship = || -> Result<tonic::Status, tonic::Status> {
+        rt.block_on(async {
+            let mut client = PeerClient::connect(a.url()).await.expect("connect");
+            let mut replies = client
+                .replicate(tokio_stream::iter(messages.clone()))
+                .await?
+                .into_inner();
+            loop {
+                match replies.message().await {
+                    Ok(Some(pb::ReceiverMessage {
+                        body: Some(ReceiverBody::Welcome(_)),
+                    })) => continue,
+                    Ok(other) => panic!("expected a refusal, got {other:?}"),
+                    Err(status) => break Ok(status),
+                }
             }
-        }
-    });
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("zz-rogue-1"), "{status:?}");
+        })
+    };
+    for attempt in 1..=3 {
+        let status = ship().unwrap_or_else(|s| panic!("hello refused at attempt {attempt}: {s:?}"));
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("zz-rogue-1"), "{status:?}");
+    }
     wait_log(a, "which is not in this cluster");
     let item = a.get("carts", r#"{"pk":"stolen","sk":"c"}"#);
     assert_eq!(item["exists"], json!(false), "{item}");
+    // The fourth attempt is refused at once, before its batch is read.
+    let status = ship().expect_err("a penalised peer's hello is refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("claiming eu-west-1")
+            && status.message().contains("3 of its shipping streams"),
+        "{status:?}"
+    );
+    wait_log(a, "the peer is refused at once until its penalty ends");
+    assert!(
+        a.metrics().contains("tributary_peer_penalties_total 1"),
+        "{}",
+        a.metrics()
+    );
+    // The penalty ends: the hello is admitted again (and the batch refused).
+    wait_for("the penalty to end", DEADLINE, || match ship() {
+        Ok(status) => Ok(Some(status)),
+        Err(status) => Err(format!("{status:?}")),
+    });
+}
+
+#[test]
+fn a_bad_replacement_of_the_tls_files_keeps_the_old_ones_and_is_logged_once() {
+    let cluster =
+        tributary_tests::cluster::Cluster::start_secure_with(&["us-east-1"], &[], "", |_, _, p| p);
+    let node = &cluster.nodes[0];
+    let config = std::fs::read_to_string(&node.config).expect("config");
+    let cert = config
+        .lines()
+        .find_map(|l| l.strip_prefix("cert = \"")?.strip_suffix('"'))
+        .expect("the node's certificate file");
+    std::fs::write(cert, "not a certificate").expect("replace the certificate");
+    // Each call is a new connection; each is served with the old files.
+    for _ in 0..5 {
+        let out = node.ctl(&["status", "--json"], "");
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    let words = "the replaced TLS files do not load";
+    wait_log(node, words);
+    let log = std::fs::read_to_string(&node.log).expect("log");
+    assert_eq!(log.matches(words).count(), 1, "logged once: {log}");
 }

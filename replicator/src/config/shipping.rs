@@ -52,6 +52,20 @@ pub struct ShippingConfig {
     /// Connections the gRPC port holds open at most (peers and admin
     /// clients); more are closed at once and counted.
     pub max_connections: usize,
+    /// Refused shipping streams (invalid messages, a region the peer may not
+    /// speak for, another cluster) within `penalty_window` after which a
+    /// peer is refused at once for a while (see
+    /// [`crate::link::penalty`]).
+    pub penalty_after: u32,
+    /// The window `penalty_after` counts refusals in.
+    #[serde(deserialize_with = "duration")]
+    pub penalty_window: Duration,
+    /// The first penalty; each further one in a row doubles it.
+    #[serde(deserialize_with = "duration")]
+    pub penalty_initial: Duration,
+    /// The longest penalty.
+    #[serde(deserialize_with = "duration")]
+    pub penalty_max: Duration,
 }
 
 impl Default for ShippingConfig {
@@ -69,6 +83,10 @@ impl Default for ShippingConfig {
             max_message_bytes: ByteSize::mib(8),
             log_retention: Duration::from_secs(3600),
             max_connections: 256,
+            penalty_after: 5,
+            penalty_window: Duration::from_secs(10),
+            penalty_initial: Duration::from_secs(1),
+            penalty_max: Duration::from_secs(60),
         }
     }
 }
@@ -78,6 +96,16 @@ fn size_entry(b: ByteSize) -> String {
 }
 
 impl ShippingConfig {
+    /// The penalty box's rules.
+    pub fn penalty_rules(&self) -> crate::link::PenaltyRules {
+        crate::link::PenaltyRules {
+            after: self.penalty_after,
+            window: self.penalty_window,
+            initial: self.penalty_initial,
+            max: self.penalty_max,
+        }
+    }
+
     /// The limits of a peer link's outbound window.
     pub fn outbound_limits(&self) -> OutboundLimits {
         OutboundLimits {
@@ -118,6 +146,10 @@ impl ShippingConfig {
             ("max_message_bytes", size_entry(self.max_message_bytes)),
             ("log_retention", format_duration(self.log_retention)),
             ("max_connections", self.max_connections.to_string()),
+            ("penalty_after", self.penalty_after.to_string()),
+            ("penalty_window", format_duration(self.penalty_window)),
+            ("penalty_initial", format_duration(self.penalty_initial)),
+            ("penalty_max", format_duration(self.penalty_max)),
         ]
     }
 
@@ -133,6 +165,9 @@ impl ShippingConfig {
         };
         positive("batch_max_entries", self.batch_max_entries == 0, "1000");
         positive("max_connections", self.max_connections == 0, "256");
+        positive("penalty_after", self.penalty_after == 0, "5");
+        positive("penalty_window", self.penalty_window.is_zero(), "\"10s\"");
+        positive("penalty_initial", self.penalty_initial.is_zero(), "\"1s\"");
         positive(
             "batch_max_bytes",
             self.batch_max_bytes.as_u64() == 0,
@@ -198,6 +233,17 @@ impl ShippingConfig {
                     format_size(self.max_message_bytes)
                 ),
                 "set a value below \"4GiB\" (the default is \"8MiB\")",
+            ));
+        }
+        if self.penalty_max < self.penalty_initial {
+            out.push(Problem::new(
+                "shipping.penalty_max",
+                format!(
+                    "{} is shorter than shipping.penalty_initial ({})",
+                    format_duration(self.penalty_max),
+                    format_duration(self.penalty_initial)
+                ),
+                "set it at least as long as penalty_initial, such as \"60s\"",
             ));
         }
     }

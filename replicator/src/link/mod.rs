@@ -4,8 +4,10 @@
 
 pub mod lag;
 pub mod outbound;
+pub mod penalty;
 pub mod retry;
 
 pub use lag::{LinkFacts, OriginLag, PeerLag, Rate, peer_lag};
 pub use outbound::{AckOutcome, Batch, BatchId, Outbound, OutboundLimits};
+pub use penalty::{PenaltyBox, PenaltyRules};
 pub use retry::{Backoff, CircuitBreaker, CircuitState};

@@ -22,7 +22,9 @@ use tributary_proto::v1::ship_message::Body as ShipBody;
 
 use super::core::{Core, InboundFacts, lock, now_millis};
 use super::writer::Applied;
-use crate::link::BatchId;
+use std::time::Duration;
+
+use crate::link::{BatchId, PenaltyBox};
 use crate::wire::{
     AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_from_wire,
     snapshot_from_wire,
@@ -35,15 +37,56 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status
 /// The peer service of one node.
 pub struct PeerService {
     core: Arc<Core>,
+    penalties: std::sync::Mutex<PenaltyBox>,
+}
+
+/// Who a refusal is charged to (see [`crate::link::penalty`]).
+#[derive(Debug, Clone)]
+struct Offender {
+    /// The penalty box's key: the certificate under mutual TLS (it is
+    /// authenticated, so no one can get another peer penalised), else the
+    /// address and the region claimed.
+    key: String,
+    /// The same, for operators.
+    name: String,
+}
+
+impl Offender {
+    fn of(conn: Option<&super::tls::PeerConn>, claimed: Option<&RegionId>) -> Offender {
+        let addr = conn
+            .and_then(|c| c.remote)
+            .map_or_else(|| "an unknown address".to_owned(), |a| a.ip().to_string());
+        let claimed = claimed.map_or_else(|| "no region".to_owned(), ToString::to_string);
+        match conn.and_then(|c| c.cert.as_ref()) {
+            Some(cert) => {
+                let mut hash = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(cert.as_ref(), &mut hash);
+                let id = std::hash::Hasher::finish(&hash);
+                Offender {
+                    key: format!("certificate {id:016x}"),
+                    name: format!("the peer at {addr} claiming {claimed} (certificate {id:016x})"),
+                }
+            }
+            None => Offender {
+                key: format!("{addr} claiming {claimed}"),
+                name: format!("the peer at {addr} claiming {claimed}"),
+            },
+        }
+    }
 }
 
 impl PeerService {
     /// Serves `core`.
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+        let rules = core.config.shipping.penalty_rules();
+        Self {
+            core,
+            penalties: std::sync::Mutex::new(PenaltyBox::new(rules)),
+        }
     }
 
-    fn refuse(&self, reason: &'static str, status: Status) -> Status {
+    /// Refuses a stream for `reason`, charging the refusal to `who`.
+    fn refuse(&self, who: &Offender, reason: &'static str, status: Status) -> Status {
         self.core
             .metrics
             .refused_streams
@@ -51,17 +94,49 @@ impl PeerService {
             .inc();
         tracing::warn!(
             reason,
+            peer = %who.name,
             message = status.message(),
             "shipping stream refused"
         );
+        let started = lock(&self.penalties).strike(&who.key, std::time::Instant::now());
+        if let Some(penalty) = started {
+            self.core.metrics.peer_penalties.inc();
+            tracing::warn!(
+                peer = %who.name,
+                penalty = %humantime::format_duration(penalty),
+                "too many refused shipping streams: the peer is refused at once until its penalty ends"
+            );
+        }
         status
     }
 
+    /// Refuses `who` at once while it serves a penalty (counted, not
+    /// logged: the penalty's start was).
+    fn check_penalty(&self, who: &Offender) -> Result<(), Status> {
+        let Some(left) = lock(&self.penalties).penalty(&who.key, std::time::Instant::now()) else {
+            return Ok(());
+        };
+        self.core
+            .metrics
+            .refused_streams
+            .with_label_values(&["penalty"])
+            .inc();
+        let rules = self.core.config.shipping.penalty_rules();
+        Err(Status::resource_exhausted(format!(
+            "{} is refused for another {}: {} of its shipping streams were refused within {}; fix the cause this node's log names for the earlier refusals",
+            who.name,
+            humantime::format_duration(Duration::from_millis(left.as_millis() as u64)),
+            rules.after,
+            humantime::format_duration(rules.window),
+        )))
+    }
+
     /// Checks a hello: same cluster and protocol, a configured peer.
-    fn admit(&self, hello: &Hello) -> Result<(), Status> {
+    fn admit(&self, hello: &Hello, who: &Offender) -> Result<(), Status> {
         let cfg = &self.core.config;
         if hello.cluster != cfg.cluster {
             return Err(self.refuse(
+                who,
                 "cluster",
                 Status::permission_denied(format!(
                     "region {} belongs to cluster {:?} but this node ({}) is in cluster {:?}: peers of another cluster are refused",
@@ -74,6 +149,7 @@ impl PeerService {
         }
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(self.refuse(
+                who,
                 "protocol",
                 Status::failed_precondition(format!(
                     "protocol version {} is not spoken here (this node speaks {PROTOCOL_VERSION}); upgrade the older node",
@@ -83,6 +159,7 @@ impl PeerService {
         }
         if hello.region == cfg.region {
             return Err(self.refuse(
+                who,
                 "identity",
                 Status::permission_denied(format!(
                     "the sender claims to be region {}, which is this node: two nodes share a region id",
@@ -92,6 +169,7 @@ impl PeerService {
         }
         if !self.core.links.contains_key(&hello.region) {
             return Err(self.refuse(
+                who,
                 "unknown_peer",
                 Status::permission_denied(format!(
                     "region {} is not a configured peer of {}: add a [[peers]] entry for it on both nodes",
@@ -109,12 +187,14 @@ impl PeerService {
         &self,
         hello: &Hello,
         conn: Option<&super::tls::PeerConn>,
+        who: &Offender,
     ) -> Result<(), Status> {
         if self.core.tls.is_none() {
             return Ok(());
         }
         let Some(cert) = conn.and_then(|c| c.cert.as_ref()) else {
             return Err(self.refuse(
+                who,
                 "identity",
                 Status::unauthenticated(format!(
                     "region {} connected without a client certificate; peers speak mutual TLS",
@@ -126,6 +206,7 @@ impl PeerService {
             return Ok(());
         }
         Err(self.refuse(
+            who,
             "identity",
             Status::permission_denied(format!(
                 "the sender claims to be region {} but its certificate does not name it (its certificate needs a DNS subject alternative name {})",
@@ -199,6 +280,7 @@ impl PeerService {
     async fn serve(
         self: Arc<Self>,
         peer: RegionId,
+        who: Offender,
         mut messages: Streaming<pb::ShipMessage>,
         acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
     ) {
@@ -221,7 +303,7 @@ impl PeerService {
                 match message.body {
                     Some(ShipBody::Batch(batch)) => {
                         let batch = batch_from_wire(batch, max_entries).map_err(|e| {
-                            self.refuse("invalid_batch", Status::invalid_argument(e.to_string()))
+                            self.refuse(&who, "invalid_batch", Status::invalid_argument(e.to_string()))
                         })?;
                         if let Some(e) = batch
                             .entries
@@ -229,6 +311,7 @@ impl PeerService {
                             .find(|e| !self.core.config.knows_region(&e.origin))
                         {
                             return Err(self.refuse(
+                                &who,
                                 "origin",
                                 Status::permission_denied(format!(
                                     "{peer} shipped a change of region {}, which is not in this cluster (this region, its peers, or `regions`): refused",
@@ -255,12 +338,13 @@ impl PeerService {
                     }
                     Some(ShipBody::Snapshot(chunk)) => {
                         let part = snapshot_from_wire(chunk, max_entries).map_err(|e| {
-                            self.refuse("invalid_snapshot", Status::invalid_argument(e.to_string()))
+                            self.refuse(&who, "invalid_snapshot", Status::invalid_argument(e.to_string()))
                         })?;
                         if let Some((origin, _)) = part.done.iter().flat_map(|v| v.iter()).find(
                             |(o, _)| !self.core.config.knows_region(o),
                         ) {
                             return Err(self.refuse(
+                                &who,
                                 "origin",
                                 Status::permission_denied(format!(
                                     "{peer} sent a snapshot covering region {origin}, which is not in this cluster (this region, its peers, or `regions`): refused"
@@ -298,12 +382,14 @@ impl PeerService {
                     }
                     Some(ShipBody::Hello(_)) => {
                         return Err(self.refuse(
+                            &who,
                             "protocol",
                             Status::invalid_argument("a second hello on one stream"),
                         ));
                     }
                     None => {
                         return Err(self.refuse(
+                            &who,
                             "protocol",
                             Status::invalid_argument("an empty message: body is missing"),
                         ));
@@ -350,6 +436,8 @@ impl Peer for SharedPeerService {
     ) -> Result<Response<Self::ReplicateStream>, Status> {
         let service = &self.0;
         let conn = request.extensions().get::<super::tls::PeerConn>().cloned();
+        let unnamed = Offender::of(conn.as_ref(), None);
+        service.check_penalty(&unnamed)?;
         let mut messages = request.into_inner();
         let first = messages
             .message()
@@ -357,15 +445,22 @@ impl Peer for SharedPeerService {
             .ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
         let Some(ShipBody::Hello(hello)) = first.body else {
             return Err(service.refuse(
+                &unnamed,
                 "protocol",
                 Status::invalid_argument("the first message of a shipping stream must be a hello"),
             ));
         };
         let hello = Hello::from_wire(hello).map_err(|e| {
-            service.refuse("invalid_hello", Status::invalid_argument(e.to_string()))
+            service.refuse(
+                &unnamed,
+                "invalid_hello",
+                Status::invalid_argument(e.to_string()),
+            )
         })?;
-        service.admit(&hello)?;
-        service.check_identity(&hello, conn.as_ref())?;
+        let who = Offender::of(conn.as_ref(), Some(&hello.region));
+        service.check_penalty(&who)?;
+        service.admit(&hello, &who)?;
+        service.check_identity(&hello, conn.as_ref(), &who)?;
         let peer = hello.region.clone();
         service.core.peer_reports(&hello.region, &hello.head);
         service.note(&peer, |f| {
@@ -388,7 +483,7 @@ impl Peer for SharedPeerService {
         let span = tracing::info_span!("inbound", region = %service.core.region(), peer = %peer);
         tokio::spawn(
             Arc::clone(service)
-                .serve(peer, messages, tx)
+                .serve(peer, who, messages, tx)
                 .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

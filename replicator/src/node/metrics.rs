@@ -44,8 +44,11 @@ pub struct Metrics {
     pub duplicates: IntCounterVec,
     /// Batches a receiver applied only in part, by reason.
     pub apply_stops: IntCounterVec,
-    /// Shipping streams refused, by reason.
+    /// Shipping streams refused, by reason (`penalty`: a peer serving a
+    /// penalty for too many refusals).
     pub refused_streams: IntCounterVec,
+    /// Penalties started for peers refused too often.
+    pub peer_penalties: IntCounter,
     /// Connections refused before any request (TLS handshake failures,
     /// the connection limit), by reason.
     pub connections_refused: IntCounterVec,
@@ -150,6 +153,14 @@ impl Metrics {
         registry
             .register(Box::new(writes_rejected.clone()))
             .expect("metric");
+        let peer_penalties = IntCounter::new(
+            "peer_penalties_total",
+            "Penalties started for peers whose shipping streams were refused too often",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(peer_penalties.clone()))
+            .expect("metric");
         let truncated = IntCounter::new(
             "log_truncated_entries_total",
             "Log entries removed by truncation",
@@ -172,6 +183,7 @@ impl Metrics {
             .register(Box::new(group_commit_jobs.clone()))
             .expect("metric");
         Self {
+            peer_penalties,
             lag_seconds,
             lag_records,
             peer_connected,

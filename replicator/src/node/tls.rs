@@ -187,7 +187,7 @@ async fn handshake(
         tracing::warn!(client = %addr, reason, "TLS connection refused: {cause}");
     };
     let config = files.server()?;
-    if let Some(e) = files.reload_error() {
+    if let Some(e) = files.new_reload_error() {
         tracing::error!(error = %e, "the replaced TLS files do not load; still using the previous ones");
     }
     match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(tcp)).await {

@@ -22,16 +22,15 @@
 //!   checked at start-up against the `[[tables]]` schema.
 //! - [`wal2json`]: the decoder of wal2json's messages (pure).
 
-#[cfg(feature = "node")]
-pub mod catalog;
-#[cfg(feature = "node")]
-pub mod load;
-#[cfg(feature = "node")]
-pub mod sink;
-#[cfg(feature = "node")]
-pub mod source;
 pub mod types;
 pub mod wal2json;
+
+node_only! {
+    pub mod catalog;
+    pub mod load;
+    pub mod sink;
+    pub mod source;
+}
 
 #[cfg(feature = "node")]
 /// Connects with `dsn` (no TLS: loopback or a private network; TLS comes

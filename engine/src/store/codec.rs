@@ -98,7 +98,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     what: &'static str,
     value: &T,
 ) -> Result<Vec<u8>, StoreError> {
-    let payload = postcard::to_allocvec(value).map_err(|e| {
+    // Serialized straight after the version byte: one buffer, no copy.
+    let mut out = Vec::with_capacity(256);
+    out.push(FORMAT_VERSION);
+    let mut out = postcard::to_extend(value, out).map_err(|e| {
         // Our types always serialize; this would be a programming error in
         // a Serialize impl, which the node cannot fix by retrying.
         StoreError::Backend {
@@ -106,11 +109,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             message: format!("{what}: {e}"),
         }
     })?;
-    let size = payload.len() + ENVELOPE_BYTES;
+    let size = out.len() + ENVELOPE_BYTES - 1;
     if size > MAX_VALUE_BYTES {
         return Err(StoreError::TooLarge { what, size });
     }
-    Ok(seal(&payload))
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
 }
 
 /// The envelope around already-encoded payload bytes (what [`encode`]

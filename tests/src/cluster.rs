@@ -22,8 +22,15 @@ use tributary_replicator::pki::Ca;
 /// How long a wait lasts before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A built binary of the workspace (`replicator`, `replctl`).
+/// A built binary of the workspace (`replicator`, `replctl`): from
+/// `TRIBUTARY_BIN_DIR` when set (e.g. `$CARGO_TARGET_DIR/release`, for a
+/// chaos soak on release binaries), else from the profile the test runs in.
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TRIBUTARY_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(path.exists(), "TRIBUTARY_BIN_DIR has no {}", path.display());
+        return path;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // A test runs from target/<profile>/deps/, a benchmark binary from
     // target/<profile>/: the workspace's binaries are in target/<profile>/.

@@ -10,6 +10,10 @@
 //!   the start and on failure);
 //! - `TRIBUTARY_CHAOS_SECONDS`: length of tier 2's faulty phase, and with
 //!   it tier 3's number of kills (one per 2 s, at least 30);
+//! - `TRIBUTARY_CHAOS_PACE`: `real` for the fault durations
+//!   (partitions of 10–30 s), else CI's compressed ones;
+//! - `TRIBUTARY_BIN_DIR`: run other builds of `replicator` and `replctl`
+//!   (e.g. release ones);
 //! - `TRIBUTARY_CHAOS_SABOTAGE`: make the writers lie on purpose
 //!   (`lost`, `duplicate`, `zombie`, `phantom`) to watch the checker fail.
 //!

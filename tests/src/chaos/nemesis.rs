@@ -95,34 +95,100 @@ pub struct Step {
     pub fault: Fault,
 }
 
-fn secs(rng: &mut StdRng, lo: f64, hi: f64) -> Duration {
+fn secs(rng: &mut StdRng, (lo, hi): (f64, f64)) -> Duration {
     Duration::from_secs_f64(rng.random_range(lo..hi))
 }
 
-/// The schedule for `nodes` nodes over `length`, from `seed`.
-pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize) -> Vec<Step> {
+/// How long faults hold (seconds, low and high).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Pace {
+    /// CI's: partitions and slowdowns of 1.5–4 s, pauses of 2–5 s, a kill
+    /// every 6 s, so that a 60 s run holds dozens of faults.
+    Compressed,
+    /// The issue's: partitions of 10–30 s, slowdowns of 5–15 s, pauses of
+    /// 5–10 s, a kill every ~20 s (at least the minimum), for soaks
+    /// (`TRIBUTARY_CHAOS_PACE=real`).
+    Real,
+}
+
+impl Pace {
+    /// `TRIBUTARY_CHAOS_PACE` (`real` or `compressed`), else compressed.
+    pub fn from_env() -> Pace {
+        match std::env::var("TRIBUTARY_CHAOS_PACE").as_deref() {
+            Ok("real") => Pace::Real,
+            Ok("compressed") | Err(_) => Pace::Compressed,
+            Ok(other) => panic!("TRIBUTARY_CHAOS_PACE={other}: expected real or compressed"),
+        }
+    }
+
+    fn partition(self) -> (f64, f64) {
+        match self {
+            Pace::Compressed => (1.5, 4.0),
+            Pace::Real => (10.0, 30.0),
+        }
+    }
+
+    fn slow(self) -> (f64, f64) {
+        match self {
+            Pace::Compressed => (1.5, 4.0),
+            Pace::Real => (5.0, 15.0),
+        }
+    }
+
+    fn between(self) -> (f64, f64) {
+        match self {
+            Pace::Compressed => (0.3, 1.2),
+            Pace::Real => (1.0, 5.0),
+        }
+    }
+
+    fn pause(self) -> (f64, f64) {
+        match self {
+            Pace::Compressed => (2.0, 5.0),
+            Pace::Real => (5.0, 10.0),
+        }
+    }
+
+    fn kill(self) -> (f64, f64) {
+        match self {
+            Pace::Compressed => (0.2, 1.5),
+            Pace::Real => (0.5, 3.0),
+        }
+    }
+
+    /// Seconds of run per kill, and per pause.
+    fn every(self) -> (u64, u64) {
+        match self {
+            Pace::Compressed => (6, 15),
+            Pace::Real => (20, 30),
+        }
+    }
+}
+
+/// The schedule for `nodes` nodes over `length` at `pace`, from `seed`.
+pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize, pace: Pace) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut steps = Vec::new();
     // Network track.
-    let mut t = secs(&mut rng, 0.3, 1.0);
+    let mut t = secs(&mut rng, (0.3, 1.0));
     while t < length {
         let node = rng.random_range(0..nodes);
         let other = (node + rng.random_range(1..nodes)) % nodes;
         let (fault, hold) = match rng.random_range(0..100) {
-            0..30 => (Fault::Isolate { node }, secs(&mut rng, 1.5, 4.0)),
+            0..30 => (Fault::Isolate { node }, secs(&mut rng, pace.partition())),
             30..50 => {
                 let mut order: Vec<usize> = (0..nodes).collect();
                 order.shuffle(&mut rng);
                 let cut = rng.random_range(1..=nodes / 2);
                 let groups = vec![order[..cut].to_vec(), order[cut..].to_vec()];
-                (Fault::Split { groups }, secs(&mut rng, 1.5, 4.0))
+                (Fault::Split { groups }, secs(&mut rng, pace.partition()))
             }
             50..70 => (
                 Fault::OneWay {
                     from: node,
                     to: other,
                 },
-                secs(&mut rng, 1.5, 4.0),
+                secs(&mut rng, pace.partition()),
             ),
             70..90 => (
                 Fault::Slow {
@@ -130,17 +196,18 @@ pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize) -> Vec<
                     latency_ms: rng.random_range(20..250),
                     bytes_per_second: rng.random_range(20_000..400_000),
                 },
-                secs(&mut rng, 1.5, 4.0),
+                secs(&mut rng, pace.slow()),
             ),
-            _ => (Fault::Reset { node }, secs(&mut rng, 0.5, 2.0)),
+            _ => (Fault::Reset { node }, secs(&mut rng, (0.5, 2.0))),
         };
         steps.push(Step { at: t, hold, fault });
-        t += hold + secs(&mut rng, 0.3, 1.2);
+        t += hold + secs(&mut rng, pace.between());
     }
     // Process track: kills and pauses in shuffled slots, a pause's slot
-    // twice a kill's (pauses of 2-5 s outlast the nodes' keepalive).
-    let pauses = (length.as_secs() / 15).max(3) as usize;
-    let kills = min_kills.max((length.as_secs() / 6) as usize);
+    // twice a kill's (pauses outlast the nodes' keepalive).
+    let (kill_every, pause_every) = pace.every();
+    let pauses = (length.as_secs() / pause_every).max(3) as usize;
+    let kills = min_kills.max((length.as_secs() / kill_every) as usize);
     let mut kinds: Vec<bool> = std::iter::repeat_n(true, kills)
         .chain(std::iter::repeat_n(false, pauses))
         .collect();
@@ -152,9 +219,9 @@ pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize) -> Vec<
         let slot = if kill { unit } else { unit * 2 };
         let start = slot_start + slot.mul_f64(rng.random_range(0.0..0.3));
         let (fault, hold) = if kill {
-            (Fault::Kill { node }, secs(&mut rng, 0.2, 1.5))
+            (Fault::Kill { node }, secs(&mut rng, pace.kill()))
         } else {
-            (Fault::Pause { node }, secs(&mut rng, 2.0, 5.0))
+            (Fault::Pause { node }, secs(&mut rng, pace.pause()))
         };
         steps.push(Step {
             at: start,
@@ -327,9 +394,9 @@ mod tests {
 
     #[test]
     fn a_plan_is_derived_from_its_seed_and_has_enough_kills() {
-        let a = plan(7, 3, Duration::from_secs(60), 10);
-        assert_eq!(a, plan(7, 3, Duration::from_secs(60), 10));
-        assert_ne!(a, plan(8, 3, Duration::from_secs(60), 10));
+        let a = plan(7, 3, Duration::from_secs(60), 10, Pace::Compressed);
+        assert_eq!(a, plan(7, 3, Duration::from_secs(60), 10, Pace::Compressed));
+        assert_ne!(a, plan(8, 3, Duration::from_secs(60), 10, Pace::Compressed));
         let kills = a
             .iter()
             .filter(|s| matches!(s.fault, Fault::Kill { .. }))
@@ -345,7 +412,7 @@ mod tests {
                 assert!(w[0].at + w[0].hold <= w[1].at, "{w:?}");
             }
         }
-        let short = plan(1, 5, Duration::from_secs(10), 10);
+        let short = plan(1, 5, Duration::from_secs(10), 10, Pace::Compressed);
         assert!(
             short
                 .iter()
@@ -353,5 +420,34 @@ mod tests {
                 .count()
                 >= 10
         );
+    }
+
+    #[test]
+    fn the_real_pace_holds_partitions_for_tens_of_seconds() {
+        let steps = plan(3, 3, Duration::from_secs(600), 10, Pace::Real);
+        let partitions: Vec<&Step> = steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.fault,
+                    Fault::Isolate { .. } | Fault::Split { .. } | Fault::OneWay { .. }
+                )
+            })
+            .collect();
+        assert!(partitions.len() >= 10, "{} partitions", partitions.len());
+        for p in partitions {
+            assert!((10.0..30.0).contains(&p.hold.as_secs_f64()), "{p:?}");
+        }
+        let kills = steps
+            .iter()
+            .filter(|s| matches!(s.fault, Fault::Kill { .. }))
+            .count();
+        assert!(kills >= 10, "{kills} kills");
+        for pause in steps
+            .iter()
+            .filter(|s| matches!(s.fault, Fault::Pause { .. }))
+        {
+            assert!((5.0..10.0).contains(&pause.hold.as_secs_f64()), "{pause:?}");
+        }
     }
 }

@@ -47,7 +47,15 @@ pub fn run(scenario: &PartitionScenario, seed: u64) -> Summary {
         &scenario.extra_config,
         |from, to, port| net.add(from, to, port),
     );
-    let steps = nemesis::plan(seed, regions.len(), scenario.length, scenario.min_kills);
+    let pace = nemesis::Pace::from_env();
+    println!("fault pace: {pace:?}");
+    let steps = nemesis::plan(
+        seed,
+        regions.len(),
+        scenario.length,
+        scenario.min_kills,
+        pace,
+    );
     let mut run = Run::start("tier2", &scenario.name, seed, &cluster, &scenario.workload);
     let begin = Instant::now();
     let (counts, restarts) = {

@@ -235,6 +235,26 @@ impl Node {
         out.json()
     }
 
+    /// `replctl status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--json"], "");
+        assert_eq!(out.code, Some(0), "{out:?}");
+        out.json()
+    }
+
+    /// Waits until the merged item `key` (JSON) of `table` shows `check`;
+    /// a timeout reports the item as last seen.
+    pub fn wait_item(&self, table: &str, key: &str, what: &str, check: impl Fn(&Value) -> bool) {
+        wait_for(what, DEADLINE, || {
+            let item = self.get(table, key);
+            if check(&item) {
+                Ok(Some(()))
+            } else {
+                Err(item.to_string())
+            }
+        });
+    }
+
     /// A node whose config file is `text`, with files named `name` in
     /// `dir` (not started; see [`Node::launch`]).
     pub fn custom(dir: &Path, name: &str, region: &str, port: u16, text: &str) -> Self {
@@ -403,6 +423,17 @@ multi = ["note"]
 "#;
 
 impl Cluster {
+    /// `replctl VERB REGION` (`pause`, `resume`) on every node, for every
+    /// other node's region.
+    pub fn set_links(&self, verb: &str) {
+        for node in &self.nodes {
+            for other in self.nodes.iter().filter(|n| n.region != node.region) {
+                let out = node.ctl(&[verb, &other.region], "");
+                assert_eq!(out.code, Some(0), "{verb} {}: {out:?}", other.region);
+            }
+        }
+    }
+
     /// Writes the configs of `regions`, peered along `links` (pairs of
     /// indexes, both directions), with `extra` TOML appended to each, and
     /// starts every node.

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 use tributary_replicator::dynamo::convert::from_sdk;
-use tributary_tests::cluster::{Cluster, DEADLINE, Node, wait_for};
+use tributary_tests::cluster::{Cluster, DEADLINE, wait_for};
 use tributary_tests::moto::{Moto, create_table};
 use tributary_tests::postgres::Postgres;
 
@@ -138,23 +138,8 @@ impl World {
     }
 }
 
-fn set_links(nodes: &[Node], verb: &str) {
-    for (i, node) in nodes.iter().enumerate() {
-        let out = node.ctl(&[verb, REGIONS[1 - i]], "");
-        assert_eq!(out.code, Some(0), "{verb}: {out:?}");
-    }
-}
-
-fn wait_item(node: &Node, what: &str, check: impl Fn(&Value) -> bool) {
-    wait_for(what, DEADLINE, || {
-        let item = node.get("carts", r#"{"pk":"u1","sk":"c"}"#);
-        if check(&item) {
-            Ok(Some(()))
-        } else {
-            Err(item.to_string())
-        }
-    });
-}
+/// The admin API's JSON key of the item the test writes.
+const KEY: &str = r#"{"pk":"u1","sk":"c"}"#;
 
 #[test]
 fn one_table_replicates_and_merges_between_dynamodb_and_postgresql() {
@@ -172,7 +157,7 @@ fn one_table_replicates_and_merges_between_dynamodb_and_postgresql() {
         &json!({"color": "grey", "tags": ["a"]}),
     );
 
-    set_links(nodes, "pause");
+    world.cluster.set_links("pause");
     world.update(
         "SET color = :c ADD qty :q",
         &[
@@ -187,13 +172,13 @@ fn one_table_replicates_and_merges_between_dynamodb_and_postgresql() {
             "UPDATE carts SET fit = 'L', qty = coalesce(qty, 0) + 5, tags = array_append(tags, 'z') WHERE pk = 'u1'",
         )
         .expect("update");
-    wait_item(&nodes[0], "us-east-1 to ingest its write", |i| {
+    nodes[0].wait_item("carts", KEY, "us-east-1 to ingest its write", |i| {
         i["attributes"]["qty"] == json!(2)
     });
-    wait_item(&nodes[1], "eu-west-1 to ingest its write", |i| {
+    nodes[1].wait_item("carts", KEY, "eu-west-1 to ingest its write", |i| {
         i["attributes"]["qty"] == json!(5)
     });
-    set_links(nodes, "resume");
+    world.cluster.set_links("resume");
 
     world.cluster.wait_converged("the regions to converge");
     world.wait_both(

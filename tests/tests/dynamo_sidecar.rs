@@ -57,7 +57,7 @@ fn start_polling(polls: [&str; 2]) -> World {
     // tests with writes racing the scan).
     for node in world.nodes() {
         wait_for("the initial load to finish", DEADLINE, || {
-            let s = status(node);
+            let s = node.status();
             let load = &s["sources"]["dynamodb-streams:carts"]["initial_load"];
             if load.as_str().is_some_and(|l| l.starts_with("done")) {
                 Ok(Some(()))
@@ -198,7 +198,7 @@ impl World {
                     .nodes()
                     .iter()
                     .map(|n| {
-                        let s = status(n);
+                        let s = n.status();
                         let key = format!(r#"{{"pk":"{pk}","sk":"cart"}}"#);
                         format!(
                             "{}: log {} sources {}",
@@ -215,32 +215,6 @@ impl World {
 
     fn nodes(&self) -> &[Node] {
         &self.cluster.nodes
-    }
-}
-
-fn status(node: &Node) -> Value {
-    let out = node.ctl(&["status", "--json"], "");
-    assert_eq!(out.code, Some(0), "{out:?}");
-    out.json()
-}
-
-/// Waits until `node`'s merged item `pk` shows `check`.
-fn wait_item(node: &Node, pk: &str, what: &str, check: impl Fn(&Value) -> bool) {
-    let key = format!(r#"{{"pk":"{pk}","sk":"cart"}}"#);
-    wait_for(what, DEADLINE, || {
-        let item = node.get("carts", &key);
-        if check(&item) {
-            Ok(Some(()))
-        } else {
-            Err(item.to_string())
-        }
-    });
-}
-
-fn set_links(world: &World, verb: &str) {
-    for (i, node) in world.nodes().iter().enumerate() {
-        let out = node.ctl(&[verb, REGIONS[1 - i]], "");
-        assert_eq!(out.code, Some(0), "{verb}: {out:?}");
     }
 }
 
@@ -277,7 +251,7 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
 
     // The race: with shipping paused both ways, each region writes the same
     // items through the AWS SDK, then shipping resumes.
-    set_links(&world, "pause");
+    world.cluster.set_links("pause");
     world.update(
         0,
         "u1",
@@ -303,19 +277,31 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
     world.update(1, "u2", "SET y = :a", &[(":a", n(2))]);
     // Each node has ingested its own region's writes before the links
     // resume (so the writes are concurrent in the log, not just in time).
-    wait_item(a, "u1", "us-east-1 to ingest its writes", |i| {
-        i["attributes"]["qty"] == json!(5)
-    });
-    wait_item(a, "u2", "us-east-1 to ingest its delete", |i| {
-        i["exists"] == json!(false)
-    });
-    wait_item(b, "u1", "eu-west-1 to ingest its writes", |i| {
-        i["attributes"]["qty"] == json!(5) && i["attributes"]["fit"] == json!("L")
-    });
-    wait_item(b, "u2", "eu-west-1 to ingest its update", |i| {
-        i["attributes"]["y"] == json!(2)
-    });
-    set_links(&world, "resume");
+    a.wait_item(
+        "carts",
+        &item_key("u1"),
+        "us-east-1 to ingest its writes",
+        |i| i["attributes"]["qty"] == json!(5),
+    );
+    a.wait_item(
+        "carts",
+        &item_key("u2"),
+        "us-east-1 to ingest its delete",
+        |i| i["exists"] == json!(false),
+    );
+    b.wait_item(
+        "carts",
+        &item_key("u1"),
+        "eu-west-1 to ingest its writes",
+        |i| i["attributes"]["qty"] == json!(5) && i["attributes"]["fit"] == json!("L"),
+    );
+    b.wait_item(
+        "carts",
+        &item_key("u2"),
+        "eu-west-1 to ingest its update",
+        |i| i["attributes"]["y"] == json!(2),
+    );
+    world.cluster.set_links("resume");
 
     // Both attributes, the exact counter sum, the set with the concurrent
     // add and the observed remove; the update that raced the delete
@@ -332,7 +318,7 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
     // No echo loop: once both regions have written a barrier item and seen
     // the other's, each origin's log advanced by exactly its barrier write;
     // a sink write taken back in as a local change would add entries.
-    let before = status(a)["applied"].clone();
+    let before = a.status()["applied"].clone();
     // (PutItem: moto emits two INSERT records for an UpdateItem that
     // creates an item, AWS one.)
     world.put(0, "barrier-a", 1);
@@ -352,7 +338,7 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
         .wait_converged("the nodes to converge after the barrier");
     for node in world.nodes() {
         wait_for("the sinks to have nothing left to write", DEADLINE, || {
-            let s = status(node);
+            let s = node.status();
             let backlog = s["sinks"]["sink:dynamodb:carts"]["backlog"].clone();
             if backlog == json!(0) {
                 Ok(Some(()))
@@ -361,7 +347,7 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
             }
         });
     }
-    let after = status(a)["applied"].clone();
+    let after = a.status()["applied"].clone();
     for region in REGIONS {
         let (x, y) = (before[region].as_u64(), after[region].as_u64());
         assert_eq!(
@@ -372,7 +358,7 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
         );
     }
     for node in world.nodes() {
-        let s = status(node);
+        let s = node.status();
         let source = &s["sources"]["dynamodb-streams:carts"];
         assert!(
             source["echoes"].as_u64() > Some(0),
@@ -417,7 +403,10 @@ fn a_sink_killed_between_its_write_and_seeing_it_never_counts_twice() {
             if sink_written(node) == 0 {
                 // No write to catch this round (the entries may still be
                 // on their way): try again at the next round.
-                eprintln!("no sink write after increment {i}; status {}", status(node));
+                eprintln!(
+                    "no sink write after increment {i}; status {}",
+                    node.status()
+                );
                 continue;
             }
             world.cluster.kill9(1);
@@ -511,7 +500,7 @@ fn an_initial_load_takes_a_prepopulated_table_without_counting_its_stream_twice(
         );
     }
     world.cluster.wait_converged("the nodes to converge");
-    let status = status(&world.nodes()[0]);
+    let status = world.nodes()[0].status();
     let source = &status["sources"]["dynamodb-streams:carts"];
     // The scan saw the prepopulated items and perhaps some written during it.
     let loaded: usize = source["initial_load"]
@@ -525,4 +514,9 @@ fn an_initial_load_takes_a_prepopulated_table_without_counting_its_stream_twice(
         source["duplicates"].as_u64() >= Some(ITEMS as u64),
         "the stream's records from before the scan were skipped: {source}"
     );
+}
+
+/// The admin API's JSON key of item `pk`.
+fn item_key(pk: &str) -> String {
+    format!(r#"{{"pk":"{pk}","sk":"cart"}}"#)
 }

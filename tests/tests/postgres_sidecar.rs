@@ -110,7 +110,7 @@ impl World {
                     .nodes()
                     .iter()
                     .map(|n| {
-                        let s = status(n);
+                        let s = n.status();
                         format!(
                             "{}: sources {} sinks {}",
                             n.region, s["sources"], s["sinks"]
@@ -126,7 +126,7 @@ impl World {
     fn wait_sinks_idle(&self) {
         for node in self.nodes() {
             wait_for("the sinks to have nothing left to write", DEADLINE, || {
-                let s = status(node);
+                let s = node.status();
                 if s["sinks"]["sink:postgres:carts"]["backlog"] == json!(0) {
                     Ok(Some(()))
                 } else {
@@ -138,31 +138,6 @@ impl World {
 
     fn nodes(&self) -> &[Node] {
         &self.cluster.nodes
-    }
-}
-
-fn status(node: &Node) -> Value {
-    let out = node.ctl(&["status", "--json"], "");
-    assert_eq!(out.code, Some(0), "{out:?}");
-    out.json()
-}
-
-fn wait_item(node: &Node, pk: &str, what: &str, check: impl Fn(&Value) -> bool) {
-    let key = format!(r#"{{"pk":"{pk}","sk":"c"}}"#);
-    wait_for(what, DEADLINE, || {
-        let item = node.get("carts", &key);
-        if check(&item) {
-            Ok(Some(()))
-        } else {
-            Err(item.to_string())
-        }
-    });
-}
-
-fn set_links(world: &World, verb: &str) {
-    for (i, node) in world.nodes().iter().enumerate() {
-        let out = node.ctl(&[verb, REGIONS[1 - i]], "");
-        assert_eq!(out.code, Some(0), "{verb}: {out:?}");
     }
 }
 
@@ -182,7 +157,7 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
         &json!({"color": "grey", "tags": ["a", "b"]}),
     );
 
-    set_links(&world, "pause");
+    world.cluster.set_links("pause");
     world.sql(
         0,
         "UPDATE carts SET color = 'red', qty = coalesce(qty, 0) + 2, tags = array_append(tags, 'd') WHERE pk = 'u1'",
@@ -195,19 +170,31 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
     );
     world.sql(0, "DELETE FROM carts WHERE pk = 'u2'");
     world.sql(1, "UPDATE carts SET y = 2 WHERE pk = 'u2'");
-    wait_item(a, "u1", "us-east-1 to ingest its writes", |i| {
-        i["attributes"]["qty"] == json!(5)
-    });
-    wait_item(a, "u2", "us-east-1 to ingest its delete", |i| {
-        i["exists"] == json!(false)
-    });
-    wait_item(b, "u1", "eu-west-1 to ingest its transaction", |i| {
-        i["attributes"]["qty"] == json!(5) && i["attributes"]["tags"] == json!(["b"])
-    });
-    wait_item(b, "u2", "eu-west-1 to ingest its update", |i| {
-        i["attributes"]["y"] == json!(2)
-    });
-    set_links(&world, "resume");
+    a.wait_item(
+        "carts",
+        &item_key("u1"),
+        "us-east-1 to ingest its writes",
+        |i| i["attributes"]["qty"] == json!(5),
+    );
+    a.wait_item(
+        "carts",
+        &item_key("u2"),
+        "us-east-1 to ingest its delete",
+        |i| i["exists"] == json!(false),
+    );
+    b.wait_item(
+        "carts",
+        &item_key("u1"),
+        "eu-west-1 to ingest its transaction",
+        |i| i["attributes"]["qty"] == json!(5) && i["attributes"]["tags"] == json!(["b"]),
+    );
+    b.wait_item(
+        "carts",
+        &item_key("u2"),
+        "eu-west-1 to ingest its update",
+        |i| i["attributes"]["y"] == json!(2),
+    );
+    world.cluster.set_links("resume");
 
     world.cluster.wait_converged("the nodes to converge");
     world.wait_rows(
@@ -219,7 +206,7 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
 
     // No echo loop: a barrier write in each region, seen in the other, and
     // each origin's log advanced by exactly that write.
-    let before = status(a)["applied"].clone();
+    let before = a.status()["applied"].clone();
     world.sql(
         0,
         "INSERT INTO carts (pk, sk, v) VALUES ('barrier-a', 'c', 1)",
@@ -234,7 +221,7 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
         .cluster
         .wait_converged("the nodes to converge after the barrier");
     world.wait_sinks_idle();
-    let after = status(a)["applied"].clone();
+    let after = a.status()["applied"].clone();
     for region in REGIONS {
         let (x, y) = (before[region].as_u64(), after[region].as_u64());
         assert_eq!(
@@ -244,7 +231,7 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
         );
     }
     for node in world.nodes() {
-        let s = status(node);
+        let s = node.status();
         let slot = format!("postgres:tributary_{}", node.region.replace('-', "_"));
         let source = &s["sources"][slot.as_str()];
         assert!(
@@ -355,7 +342,7 @@ fn rows_from_before_the_slot_and_from_during_the_scan_are_loaded_once() {
         });
         let cluster = nodes(&pgs);
         wait_for("us-east-1's initial load to finish", DEADLINE, || {
-            let s = status(&cluster.nodes[0]);
+            let s = cluster.nodes[0].status();
             let load = &s["sources"]["postgres:tributary_us_east_1"]["initial_load"];
             if load.as_str().is_some_and(|l| l.starts_with("done")) {
                 Ok(Some(()))
@@ -403,7 +390,7 @@ fn rows_from_before_the_slot_and_from_during_the_scan_are_loaded_once() {
         "a numeric keeps every digit"
     );
     for node in world.nodes() {
-        let s = status(node);
+        let s = node.status();
         let slot = format!("postgres:tributary_{}", node.region.replace('-', "_"));
         assert_eq!(
             s["sources"][slot.as_str()]["dead_letters"],
@@ -478,9 +465,9 @@ fn a_crash_between_the_logs_commit_and_the_slots_confirmation_counts_once() {
         .cluster
         .wait_converged("the regions to converge after the crash");
     world.wait_rows("both increments, once each", "hot", &json!({"qty": 3}));
-    wait_item(
-        &world.nodes()[0],
-        "hot",
+    world.nodes()[0].wait_item(
+        "carts",
+        &item_key("hot"),
         "the log to count each once",
         |i| i["attributes"]["qty"] == json!(3),
     );
@@ -520,7 +507,7 @@ fn lone_node(pg: &Postgres, table: &str, slot: &str) -> Cluster {
 /// Waits until the node's source reports an error containing `needle`.
 fn wait_source_error(node: &Node, source: &str, needle: &str) -> String {
     wait_for(&format!("the source to say {needle:?}"), DEADLINE, || {
-        let s = status(node);
+        let s = node.status();
         let error = s["sources"][source]["error"]
             .as_str()
             .unwrap_or_default()
@@ -631,4 +618,9 @@ fn a_slot_taken_by_another_consumer_is_reported_until_it_is_free() {
     pg.psql("app", "INSERT INTO plain VALUES ('p1', 'x')")
         .expect("insert");
     wait_exists(node, "plain", "p1");
+}
+
+/// The admin API's JSON key of item `pk`.
+fn item_key(pk: &str) -> String {
+    format!(r#"{{"pk":"{pk}","sk":"c"}}"#)
 }

@@ -101,7 +101,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     // Serialized straight after the version byte: one buffer, no copy.
     let mut out = Vec::with_capacity(256);
     out.push(FORMAT_VERSION);
-    let mut out = postcard::to_extend(value, out).map_err(|e| {
+    let out = postcard::to_extend(value, out).map_err(|e| {
         // Our types always serialize; this would be a programming error in
         // a Serialize impl, which the node cannot fix by retrying.
         StoreError::Backend {
@@ -113,9 +113,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if size > MAX_VALUE_BYTES {
         return Err(StoreError::TooLarge { what, size });
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    Ok(with_checksum(out))
 }
 
 /// The envelope around already-encoded payload bytes (what [`encode`]
@@ -124,6 +122,11 @@ pub(crate) fn seal(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + ENVELOPE_BYTES);
     out.push(FORMAT_VERSION);
     out.extend_from_slice(payload);
+    with_checksum(out)
+}
+
+/// Appends the checksum of `out` (version byte and payload) to it.
+fn with_checksum(mut out: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out

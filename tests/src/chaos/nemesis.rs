@@ -121,52 +121,46 @@ impl Pace {
         }
     }
 
-    fn partition(self) -> (f64, f64) {
+    /// The pace's durations, in seconds.
+    fn timings(self) -> Timings {
         match self {
-            Pace::Compressed => (1.5, 4.0),
-            Pace::Real => (10.0, 30.0),
-        }
-    }
-
-    fn slow(self) -> (f64, f64) {
-        match self {
-            Pace::Compressed => (1.5, 4.0),
-            Pace::Real => (5.0, 15.0),
-        }
-    }
-
-    fn between(self) -> (f64, f64) {
-        match self {
-            Pace::Compressed => (0.3, 1.2),
-            Pace::Real => (1.0, 5.0),
-        }
-    }
-
-    fn pause(self) -> (f64, f64) {
-        match self {
-            Pace::Compressed => (2.0, 5.0),
-            Pace::Real => (5.0, 10.0),
-        }
-    }
-
-    fn kill(self) -> (f64, f64) {
-        match self {
-            Pace::Compressed => (0.2, 1.5),
-            Pace::Real => (0.5, 3.0),
-        }
-    }
-
-    /// Seconds of run per kill, and per pause.
-    fn every(self) -> (u64, u64) {
-        match self {
-            Pace::Compressed => (6, 15),
-            Pace::Real => (20, 30),
+            Pace::Compressed => Timings {
+                partition: (1.5, 4.0),
+                slow: (1.5, 4.0),
+                between: (0.3, 1.2),
+                pause: (2.0, 5.0),
+                kill: (0.2, 1.5),
+                kill_every: 6,
+                pause_every: 15,
+            },
+            Pace::Real => Timings {
+                partition: (10.0, 30.0),
+                slow: (5.0, 15.0),
+                between: (1.0, 5.0),
+                pause: (5.0, 10.0),
+                kill: (0.5, 3.0),
+                kill_every: 20,
+                pause_every: 30,
+            },
         }
     }
 }
 
+/// How long faults of each kind hold (low and high seconds), the gap
+/// between network faults, and the seconds of run per kill and per pause.
+struct Timings {
+    partition: (f64, f64),
+    slow: (f64, f64),
+    between: (f64, f64),
+    pause: (f64, f64),
+    kill: (f64, f64),
+    kill_every: u64,
+    pause_every: u64,
+}
+
 /// The schedule for `nodes` nodes over `length` at `pace`, from `seed`.
 pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize, pace: Pace) -> Vec<Step> {
+    let pace = pace.timings();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut steps = Vec::new();
     // Network track.
@@ -175,20 +169,20 @@ pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize, pace: P
         let node = rng.random_range(0..nodes);
         let other = (node + rng.random_range(1..nodes)) % nodes;
         let (fault, hold) = match rng.random_range(0..100) {
-            0..30 => (Fault::Isolate { node }, secs(&mut rng, pace.partition())),
+            0..30 => (Fault::Isolate { node }, secs(&mut rng, pace.partition)),
             30..50 => {
                 let mut order: Vec<usize> = (0..nodes).collect();
                 order.shuffle(&mut rng);
                 let cut = rng.random_range(1..=nodes / 2);
                 let groups = vec![order[..cut].to_vec(), order[cut..].to_vec()];
-                (Fault::Split { groups }, secs(&mut rng, pace.partition()))
+                (Fault::Split { groups }, secs(&mut rng, pace.partition))
             }
             50..70 => (
                 Fault::OneWay {
                     from: node,
                     to: other,
                 },
-                secs(&mut rng, pace.partition()),
+                secs(&mut rng, pace.partition),
             ),
             70..90 => (
                 Fault::Slow {
@@ -196,18 +190,17 @@ pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize, pace: P
                     latency_ms: rng.random_range(20..250),
                     bytes_per_second: rng.random_range(20_000..400_000),
                 },
-                secs(&mut rng, pace.slow()),
+                secs(&mut rng, pace.slow),
             ),
             _ => (Fault::Reset { node }, secs(&mut rng, (0.5, 2.0))),
         };
         steps.push(Step { at: t, hold, fault });
-        t += hold + secs(&mut rng, pace.between());
+        t += hold + secs(&mut rng, pace.between);
     }
     // Process track: kills and pauses in shuffled slots, a pause's slot
     // twice a kill's (pauses outlast the nodes' keepalive).
-    let (kill_every, pause_every) = pace.every();
-    let pauses = (length.as_secs() / pause_every).max(3) as usize;
-    let kills = min_kills.max((length.as_secs() / kill_every) as usize);
+    let pauses = (length.as_secs() / pace.pause_every).max(3) as usize;
+    let kills = min_kills.max((length.as_secs() / pace.kill_every) as usize);
     let mut kinds: Vec<bool> = std::iter::repeat_n(true, kills)
         .chain(std::iter::repeat_n(false, pauses))
         .collect();
@@ -219,9 +212,9 @@ pub fn plan(seed: u64, nodes: usize, length: Duration, min_kills: usize, pace: P
         let slot = if kill { unit } else { unit * 2 };
         let start = slot_start + slot.mul_f64(rng.random_range(0.0..0.3));
         let (fault, hold) = if kill {
-            (Fault::Kill { node }, secs(&mut rng, pace.kill()))
+            (Fault::Kill { node }, secs(&mut rng, pace.kill))
         } else {
-            (Fault::Pause { node }, secs(&mut rng, pace.pause()))
+            (Fault::Pause { node }, secs(&mut rng, pace.pause))
         };
         steps.push(Step {
             at: start,

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Runs the chaos tests: tier 1 (deterministic simulation, if present),
-# tier 2 (real processes behind fault proxies: 3 and 5 regions) and tier 3
-# (crash loop), and prints where their summaries went.
+# Runs the chaos tests: tier 1 (deterministic simulation), tier 2 (real
+# processes behind fault proxies: 3 and 5 regions) and tier 3 (crash loop),
+# and prints where their summaries went. By default as CI runs them
+# (scripts/test.sh): release builds of the nodes, the issue's fault pace.
 #
-# Usage: scripts/chaos.sh [--release] [--real-pace] [SECONDS]
-#   SECONDS      length of tier 2's faulty phase per scenario (default 60);
-#                tier 3 kills a node SECONDS/2 times (at least 30).
-#   --release    the nodes and replctl are release builds (built here; the
-#                first release build compiles RocksDB once more, ~13 min
-#                cold on 2 cores). CI runs the debug binaries.
-#   --real-pace  the issue's fault durations: partitions of 10-30 s,
-#                pauses of 5-10 s (TRIBUTARY_CHAOS_PACE=real); CI runs a
-#                compressed schedule (1.5-4 s) to fit its time.
-#   A soak: scripts/chaos.sh --release --real-pace 1800
+# Usage: scripts/chaos.sh [--debug] [--compressed] [SECONDS]
+#   SECONDS       length of tier 2's faulty phase per scenario (default
+#                 120 at the real pace, 60 compressed); tier 3 kills a node
+#                 SECONDS/2 times (at least 30).
+#   --debug       the nodes and replctl are the debug builds of the test
+#                 profile (no release build: the first one compiles RocksDB
+#                 once more, ~13 min cold on 2 cores).
+#   --compressed  faults of seconds (partitions of 1.5-4 s) instead of the
+#                 issue's pace (partitions of 10-30 s, slowdowns of 5-15 s,
+#                 pauses of 5-10 s, a SIGKILL every ~20 s, at least 10).
+#   --release, --real-pace: the defaults, accepted for older scripts.
+#   A soak: scripts/chaos.sh 1800
 # Environment: TRIBUTARY_CHAOS_SEED replays a schedule (printed by every
 # run and on failure); TRIBUTARY_SIM_SEEDS sets tier 1's number of seeds;
 # TRIBUTARY_CHAOS_SABOTAGE=lost|duplicate|zombie|phantom|diverge makes the
@@ -24,24 +27,24 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 scripts/setup.sh
 
-release=0
+release=1
+export TRIBUTARY_CHAOS_PACE="${TRIBUTARY_CHAOS_PACE:-real}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --release) release=1 ;;
-    --real-pace) export TRIBUTARY_CHAOS_PACE=real ;;
+    --debug) release=0 ;;
+    --compressed) export TRIBUTARY_CHAOS_PACE=compressed ;;
+    --release | --real-pace) ;;
     *) export TRIBUTARY_CHAOS_SECONDS="$1" ;;
   esac
   shift
 done
 
-# The same command shape as CI (scripts/test.sh) so that nothing, RocksDB
-# least of all, is rebuilt with other features; it also builds the
-# `replicator` and `replctl` binaries the tiers run.
+# The same command shapes as CI (scripts/test.sh) so that nothing, RocksDB
+# least of all, is rebuilt with other features.
 cargo test --workspace --locked --no-run
 if [[ $release == 1 ]]; then
   cargo build --release --locked -p tributary-replicator -p tributary-tools
-  export TRIBUTARY_BIN_DIR="$CARGO_TARGET_DIR/release"
-  echo "== nodes and replctl: release builds from $TRIBUTARY_BIN_DIR"
+  export TRIBUTARY_CHAOS_BIN_DIR="$CARGO_TARGET_DIR/release"
 fi
 
 tests=()

@@ -8,12 +8,15 @@
 //!
 //! The binaries are found beside the test executable's directory
 //! (`target/<profile>/`): `cargo test --workspace` builds both, since the
-//! replicator and tools packages have integration tests.
+//! replicator and tools packages have integration tests. The chaos tiers
+//! take release builds instead when `scripts/test.sh` made them
+//! ([`use_binaries_from`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,13 +25,33 @@ use tributary_replicator::pki::Ca;
 /// How long a wait lasts before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Where this test process takes its binaries from instead of its own
+/// profile's directory (see [`use_binaries_from`]).
+static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every later [`binary`] of this test process come from `dir`
+/// (e.g. `$CARGO_TARGET_DIR/release`: the chaos tiers run release builds).
+/// The first call wins; `TRIBUTARY_BIN_DIR` still overrides it.
+pub fn use_binaries_from(dir: PathBuf) {
+    let chosen = BIN_DIR.get_or_init(|| dir.clone());
+    assert_eq!(
+        chosen,
+        &dir,
+        "binaries already taken from {}",
+        chosen.display()
+    );
+}
+
 /// A built binary of the workspace (`replicator`, `replctl`): from
-/// `TRIBUTARY_BIN_DIR` when set (e.g. `$CARGO_TARGET_DIR/release`, for a
-/// chaos soak on release binaries), else from the profile the test runs in.
+/// `TRIBUTARY_BIN_DIR` when set, else from the directory given to
+/// [`use_binaries_from`], else from the profile the test runs in.
 pub fn binary(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("TRIBUTARY_BIN_DIR") {
-        let path = PathBuf::from(dir).join(name);
-        assert!(path.exists(), "TRIBUTARY_BIN_DIR has no {}", path.display());
+    let chosen = std::env::var_os("TRIBUTARY_BIN_DIR")
+        .map(|d| (PathBuf::from(d), "TRIBUTARY_BIN_DIR"))
+        .or_else(|| BIN_DIR.get().map(|d| (d.clone(), "use_binaries_from")));
+    if let Some((dir, from)) = chosen {
+        let path = dir.join(name);
+        assert!(path.exists(), "{from}: {} is not built", path.display());
         return path;
     }
     let exe = std::env::current_exe().expect("test executable path");

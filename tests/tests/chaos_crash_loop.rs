@@ -5,7 +5,8 @@
 //! applied twice, offsets never go back, and every restarted node
 //! acknowledges writes again within 20 s.
 //! `TRIBUTARY_CHAOS_SECONDS=N` raises the kills to N / 2 (at least 30);
-//! `TRIBUTARY_CHAOS_SEED` replays the kill schedule. Debug binaries, as in
+//! `TRIBUTARY_CHAOS_SEED` replays the kill schedule. The nodes are the
+//! builds in `TRIBUTARY_CHAOS_BIN_DIR` (release ones in CI), as in
 //! `chaos_processes.rs`.
 
 use std::time::Duration;

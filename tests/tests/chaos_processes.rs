@@ -6,19 +6,18 @@
 //! restarts. After the heal: nothing acknowledged lost, nothing
 //! duplicated, no zombie, identical digests within 15 s, lag drained.
 //!
-//! In CI these are the debug binaries that `cargo test --workspace` builds
-//! (CI keeps one profile: a release build would compile RocksDB's C++ once
-//! more, ~13 minutes cold on 2 cores) and fault durations are compressed
-//! (seconds, not tens of seconds). `scripts/chaos.sh --release --real-pace
-//! SECONDS` runs the same scenarios on release binaries
-//! (`TRIBUTARY_BIN_DIR`) with the durations
-//! (`TRIBUTARY_CHAOS_PACE=real`: partitions of 10–30 s, pauses of 5–10 s).
-//! `TRIBUTARY_CHAOS_SECONDS` sets the length of the faulty phase (default
-//! 60 s per scenario), `TRIBUTARY_CHAOS_SEED` replays a schedule.
+//! In CI (`scripts/test.sh`) the nodes are release builds
+//! (`TRIBUTARY_CHAOS_BIN_DIR`) under the fault durations
+//! (`TRIBUTARY_CHAOS_PACE=real`: partitions of 10–30 s, slowdowns of
+//! 5–15 s, pauses of 5–10 s) for 120 s per scenario. A bare `cargo test`
+//! runs the debug binaries of its own profile under a compressed schedule
+//! (faults of seconds, 60 s). `TRIBUTARY_CHAOS_SECONDS` sets the length of
+//! the faulty phase, `TRIBUTARY_CHAOS_SEED` replays a schedule.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tributary_tests::chaos::nemesis::Pace;
 use tributary_tests::chaos::partitions::{self, PartitionScenario};
 use tributary_tests::chaos::workload::{Sabotage, WorkloadConfig};
 
@@ -35,7 +34,7 @@ fn scenario(
         name: name.to_owned(),
         regions: regions.iter().map(|r| (*r).to_owned()).collect(),
         extra_config: extra_config.to_owned(),
-        length: tributary_tests::chaos::length(Duration::from_secs(60)),
+        length: tributary_tests::chaos::length(Pace::from_env().default_length()),
         min_kills: 10,
         workload: WorkloadConfig {
             writers_per_region,

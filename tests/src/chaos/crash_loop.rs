@@ -42,6 +42,7 @@ pub struct CrashLoop {
 /// violation.
 pub fn run(scenario: &CrashLoop, seed: u64) -> Summary {
     let regions: Vec<&str> = scenario.regions.iter().map(String::as_str).collect();
+    let binaries = super::binaries();
     let mut cluster = Cluster::start_secure_with(
         &regions,
         &super::mesh(regions.len()),
@@ -97,6 +98,7 @@ pub fn run(scenario: &CrashLoop, seed: u64) -> Summary {
     let drained = run.wait_drained(WAIT);
     let (_, mut summary) = run.check(healed, converged.as_ref().ok().copied());
     summary.faults = [("kill".to_owned(), scenario.kills as u64)].into();
+    summary.binaries = binaries;
     summary.fault_seconds = healed.duration_since(begin).as_secs_f64();
     summary.drained_seconds = drained
         .as_ref()

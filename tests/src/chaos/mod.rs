@@ -12,8 +12,11 @@
 //!   it tier 3's number of kills (one per 2 s, at least 30);
 //! - `TRIBUTARY_CHAOS_PACE`: `real` for the fault durations
 //!   (partitions of 10–30 s), else CI's compressed ones;
-//! - `TRIBUTARY_BIN_DIR`: run other builds of `replicator` and `replctl`
-//!   (e.g. release ones);
+//! - `TRIBUTARY_CHAOS_BIN_DIR`: the directory of the `replicator` and
+//!   `replctl` builds tiers 2 and 3 run (`scripts/test.sh` sets it to its
+//!   release builds); unset, the test's own profile's;
+//! - `TRIBUTARY_BIN_DIR`: the same for every test of the process, chaos or
+//!   not;
 //! - `TRIBUTARY_CHAOS_SABOTAGE`: make the writers lie on purpose
 //!   (`lost`, `duplicate`, `zombie`, `phantom`) to watch the checker fail.
 //!
@@ -44,6 +47,19 @@ pub fn seed() -> u64 {
             .unwrap_or_else(|_| panic!("TRIBUTARY_CHAOS_SEED={s}: expected an integer")),
         Err(_) => rand::random(),
     }
+}
+
+/// Points this test process at the builds in `TRIBUTARY_CHAOS_BIN_DIR`
+/// when set; returns the directory the nodes' binary comes from, for the
+/// summary.
+pub fn binaries() -> String {
+    if let Some(dir) = std::env::var_os("TRIBUTARY_CHAOS_BIN_DIR") {
+        crate::cluster::use_binaries_from(PathBuf::from(dir));
+    }
+    let node = crate::cluster::binary("replicator");
+    let dir = node.parent().unwrap_or(&node).display().to_string();
+    println!("node binaries: {dir}");
+    dir
 }
 
 /// `TRIBUTARY_CHAOS_SECONDS`, else `default`.

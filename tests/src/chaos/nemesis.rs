@@ -121,6 +121,17 @@ impl Pace {
         }
     }
 
+    /// The faulty phase a scenario runs unless `TRIBUTARY_CHAOS_SECONDS`
+    /// says otherwise: 60 s of compressed faults, or 120 s of real ones
+    /// (four to six partitions of 10–30 s beside ten kills and four
+    /// pauses).
+    pub fn default_length(self) -> Duration {
+        match self {
+            Pace::Compressed => Duration::from_secs(60),
+            Pace::Real => Duration::from_secs(120),
+        }
+    }
+
     /// The pace's durations, in seconds.
     fn timings(self) -> Timings {
         match self {

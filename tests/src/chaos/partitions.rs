@@ -40,6 +40,7 @@ pub struct PartitionScenario {
 /// Runs the scenario with `seed`; panics with the evidence on a violation.
 pub fn run(scenario: &PartitionScenario, seed: u64) -> Summary {
     let regions: Vec<&str> = scenario.regions.iter().map(String::as_str).collect();
+    let binaries = super::binaries();
     let mut net = ProxyNet::new();
     let mut cluster = Cluster::start_secure_with(
         &regions,
@@ -74,6 +75,8 @@ pub fn run(scenario: &PartitionScenario, seed: u64) -> Summary {
     let drained = run.wait_drained(WAIT);
     let (_, mut summary) = run.check(healed, converged.as_ref().ok().copied());
     summary.faults = counts;
+    summary.binaries = binaries;
+    summary.pace = Some(pace);
     summary.fault_seconds = healed.duration_since(begin).as_secs_f64();
     summary.drained_seconds = drained
         .as_ref()

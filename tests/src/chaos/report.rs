@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::checker::{Percentiles, Verdict};
 use super::history::History;
+use super::nemesis::Pace;
 
 /// What a run did and what the checker found.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +22,10 @@ pub struct Summary {
     pub seed: u64,
     /// Nodes in the cluster.
     pub regions: usize,
+    /// The directory of the node binaries run (a release or a debug build).
+    pub binaries: String,
+    /// The fault durations (`Real` or `Compressed`; tier 2).
+    pub pace: Option<Pace>,
     /// Runs in this summary.
     pub runs: u32,
     /// Length of the faulty phase, seconds.
@@ -98,6 +103,8 @@ impl Summary {
             scenario: scenario.to_owned(),
             seed,
             regions: 0,
+            binaries: String::new(),
+            pace: None,
             runs: 1,
             fault_seconds: 0.0,
             wall_seconds: 0.0,
@@ -166,9 +173,14 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "runs {}   faulty phase {:.1}s   wall {:.1}s",
-            self.runs, self.fault_seconds, self.wall_seconds
+            "runs {}   faulty phase {:.1}s   wall {:.1}s   pace {}",
+            self.runs,
+            self.fault_seconds,
+            self.wall_seconds,
+            self.pace
+                .map_or_else(|| "-".to_owned(), |p| format!("{p:?}"))
         );
+        let _ = writeln!(out, "binaries {}", self.binaries);
         let total: usize = self.operations.values().sum();
         let _ = writeln!(out, "operations {total}: {}", map(&self.operations));
         let _ = writeln!(out, "  by kind: {}", map(&self.operations_by_kind));

@@ -102,6 +102,15 @@ struct DbError {
     message: String,
 }
 
+impl DbError {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
@@ -568,10 +577,10 @@ async fn wal2json_values_json_cannot_carry() {
     .expect_err("unknown option");
     assert_eq!(
         err,
-        DbError {
-            code: "22023".into(),
-            message: r#"option "numeric-data-types-as-string" = "1" is unknown"#.into()
-        }
+        DbError::new(
+            "22023",
+            r#"option "numeric-data-types-as-string" = "1" is unknown"#
+        )
     );
     let err = peek(&client, "s", &["format-version", "3"])
         .await
@@ -1096,12 +1105,10 @@ async fn filter_origins_takes_ids_and_drops_whole_transactions() {
     .await;
     assert_eq!(
         err,
-        DbError {
-            code: "25001".into(),
-            message: "cannot create logical replication slot in transaction that has performed \
-                      writes"
-                .into()
-        }
+        DbError::new(
+            "25001",
+            "cannot create logical replication slot in transaction that has performed writes"
+        )
     );
     each(
         &client,
@@ -1120,10 +1127,7 @@ async fn filter_origins_takes_ids_and_drops_whole_transactions() {
     let err = sql_error(&client, &format!("{binary}, 'origin', 'none')")).await;
     assert_eq!(
         err,
-        DbError {
-            code: "XX000".into(),
-            message: "unrecognized pgoutput option: origin".into()
-        }
+        DbError::new("XX000", "unrecognized pgoutput option: origin")
     );
 }
 
@@ -1206,10 +1210,7 @@ async fn origin_progress_commits_with_the_write_and_survives_a_crash() {
     .await;
     assert_eq!(
         err,
-        DbError {
-            code: "55000".into(),
-            message: "no replication origin is configured".into()
-        }
+        DbError::new("55000", "no replication origin is configured")
     );
 
     drop(sink);
@@ -1253,10 +1254,7 @@ async fn origin_progress_commits_with_the_write_and_survives_a_crash() {
     .await;
     assert_eq!(
         err,
-        DbError {
-            code: "42704".into(),
-            message: r#"replication origin "nope" does not exist"#.into()
-        }
+        DbError::new("42704", r#"replication origin "nope" does not exist"#)
     );
 }
 
@@ -1283,10 +1281,10 @@ async fn an_origin_is_held_by_one_session() {
     .await;
     assert_eq!(
         err,
-        DbError {
-            code: "55006".into(),
-            message: format!("replication origin with ID {id} is already active for PID {pid}")
-        }
+        DbError::new(
+            "55006",
+            format!("replication origin with ID {id} is already active for PID {pid}")
+        )
     );
     let err = sql_error(
         &client,
@@ -1295,10 +1293,10 @@ async fn an_origin_is_held_by_one_session() {
     .await;
     assert_eq!(
         err,
-        DbError {
-            code: "55006".into(),
-            message: format!("could not drop replication origin with ID {id}, in use by PID {pid}")
-        }
+        DbError::new(
+            "55006",
+            format!("could not drop replication origin with ID {id}, in use by PID {pid}")
+        )
     );
     let err = sql_error(
         &client,
@@ -1465,10 +1463,10 @@ async fn busy_dropped_and_foreign_slots() {
     create_slot(&client, "s").await;
     let streamer = Streamer::start(&pg, "s");
     let pid = wait_slot_active(&client, "s").await;
-    let busy = DbError {
-        code: "55006".into(),
-        message: format!(r#"replication slot "s" is active for PID {pid}"#),
-    };
+    let busy = DbError::new(
+        "55006",
+        format!(r#"replication slot "s" is active for PID {pid}"#),
+    );
     assert_eq!(peek(&client, "s", V2).await.expect_err("busy"), busy);
     assert_eq!(
         sql_error(
@@ -1492,19 +1490,13 @@ async fn busy_dropped_and_foreign_slots() {
             "SELECT pg_create_logical_replication_slot('s', 'wal2json')"
         )
         .await,
-        DbError {
-            code: "42710".into(),
-            message: r#"replication slot "s" already exists"#.into()
-        }
+        DbError::new("42710", r#"replication slot "s" already exists"#)
     );
     client
         .batch_execute("SELECT pg_drop_replication_slot('s')")
         .await
         .expect("drop");
-    let missing = DbError {
-        code: "42704".into(),
-        message: r#"replication slot "s" does not exist"#.into(),
-    };
+    let missing = DbError::new("42704", r#"replication slot "s" does not exist"#);
     assert_eq!(peek(&client, "s", V2).await.expect_err("dropped"), missing);
     assert_eq!(
         sql_error(
@@ -1526,10 +1518,10 @@ async fn busy_dropped_and_foreign_slots() {
     create_slot(&other, "elsewhere").await;
     assert_eq!(
         peek(&client, "elsewhere", V2).await.expect_err("foreign"),
-        DbError {
-            code: "55000".into(),
-            message: r#"replication slot "elsewhere" was not created in this database"#.into()
-        }
+        DbError::new(
+            "55000",
+            r#"replication slot "elsewhere" was not created in this database"#
+        )
     );
 }
 
@@ -1584,10 +1576,10 @@ async fn slot_creation_waits_for_open_transactions() {
     assert_eq!(confirmed(&client, "s").await, None);
     assert_eq!(
         peek(&client, "s", V2).await.expect_err("being created"),
-        DbError {
-            code: "55006".into(),
-            message: format!(r#"replication slot "s" is active for PID {pid}"#)
-        }
+        DbError::new(
+            "55006",
+            format!(r#"replication slot "s" is active for PID {pid}"#)
+        )
     );
     assert!(!creating.is_finished());
 

@@ -24,6 +24,11 @@ use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
 use tributary_engine::store::{Durability, LogStore, RocksOptions, RocksStore};
 use tributary_engine::value::{AttrValue, Scalar};
 
+/// The allocator the node runs with (`replicator/src/main.rs`), so the
+/// engine is measured as deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Engine ingest benchmark.
 #[derive(Debug, Parser)]
 struct Args {

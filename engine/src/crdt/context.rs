@@ -70,12 +70,12 @@ impl CausalContext {
     }
 
     /// The contiguous part: `(region, n)` meaning dots 1..=n were all seen.
-    pub fn vector(&self) -> impl Iterator<Item = (&RegionId, u64)> {
+    pub fn vector(&self) -> impl ExactSizeIterator<Item = (&RegionId, u64)> {
         self.vv.iter().map(|(r, n)| (r, *n))
     }
 
     /// Dots seen out of order (a gap below each).
-    pub fn cloud(&self) -> impl Iterator<Item = &Dot> {
+    pub fn cloud(&self) -> impl ExactSizeIterator<Item = &Dot> {
         self.cloud.iter()
     }
 

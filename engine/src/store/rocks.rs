@@ -343,12 +343,19 @@ impl LogStore for RocksStore {
         } else {
             self.dead_letter_next()?
         };
-        let puts = codec::commit_puts(batch, &applied, hlc, next)?;
-        if puts.is_empty() {
-            return Ok(());
+        // Straight into the write batch, each column family looked up once.
+        let mut handles = Vec::with_capacity(Cf::ALL.len());
+        for cf in Cf::ALL {
+            handles.push(self.cf(cf)?);
         }
         let mut wb = WriteBatch::default();
-        self.add_puts(&mut wb, &puts)?;
+        codec::commit_writes(batch, &applied, hlc, next, |cf, key, value| {
+            wb.put_cf(handles[cf.index()], key, value);
+            Ok(())
+        })?;
+        if wb.is_empty() {
+            return Ok(());
+        }
         self.write("commit", wb)
     }
 

@@ -44,10 +44,27 @@ impl CausalContext {
 
     /// Adds one dot.
     pub fn insert(&mut self, dot: Dot) {
-        if !self.contains(&dot) {
-            self.cloud.insert(dot);
-            self.compact();
+        if self.contains(&dot) {
+            return;
         }
+        // The common case, a region's next dot with nothing seen out of
+        // order: it extends the vector, exactly what `compact` would make
+        // of it, without a trip through the cloud.
+        if self.cloud.is_empty() {
+            match self.vv.get_mut(&dot.region) {
+                Some(n) if dot.counter == *n + 1 => {
+                    *n = dot.counter;
+                    return;
+                }
+                None if dot.counter == 1 => {
+                    self.vv.insert(dot.region, 1);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.cloud.insert(dot);
+        self.compact();
     }
 
     /// Adds every dot of `other`.

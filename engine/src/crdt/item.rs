@@ -554,7 +554,7 @@ impl DeltaBuilder<'_> {
                 next.join(&delta);
                 next.value()
                     .map_err(|CounterOverflow| OpError::CounterOverflow { attr: attr.clone() })?;
-                self.merge_counter(attr, &delta);
+                self.merge_counter(attr, delta);
             }
             (Op::Add { .. }, _) => return Err(wrong("add applies to counter attributes only")),
             (Op::AddToSet { elements, .. }, MergePolicy::Set) => {
@@ -584,7 +584,7 @@ impl DeltaBuilder<'_> {
             }
             (Op::Remove { .. }, MergePolicy::Counter) => {
                 let reset = self.counter(attr).reset_delta();
-                self.merge_counter(attr, &reset);
+                self.merge_counter(attr, reset);
             }
             (Op::Delete, _) => self.delete(),
         }
@@ -671,13 +671,13 @@ impl DeltaBuilder<'_> {
         c
     }
 
-    fn merge_counter(&mut self, attr: &AttrName, delta: &CounterState) {
+    fn merge_counter(&mut self, attr: &AttrName, delta: CounterState) {
         match self.delta.attrs.get_mut(attr) {
-            Some(AttrState::Counter(c)) => c.join(delta),
+            Some(AttrState::Counter(c)) => c.join(&delta),
             _ => {
                 self.delta
                     .attrs
-                    .insert(attr.clone(), AttrState::Counter(delta.clone()));
+                    .insert(attr.clone(), AttrState::Counter(delta));
             }
         }
     }

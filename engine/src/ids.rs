@@ -118,6 +118,15 @@ name_newtype!(
     |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 );
 
+impl RegionId {
+    /// True when both are clones of one shared name: a pointer test that
+    /// spares the string comparison (equal names built apart are not the
+    /// same here, only equal).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 name_newtype!(
     /// A table name, with DynamoDB's rules (3–255 characters in DynamoDB; we
     /// accept 1–255 so that tests can use short names).

@@ -326,7 +326,7 @@ impl<'a> RegionTable<'a> {
 
     /// The index of `r`, adding it when new.
     fn of(&mut self, r: &'a RegionId) -> u32 {
-        let found = (0..self.len).find(|&i| self.get(i).is_some_and(|x| x == r));
+        let found = (0..self.len).find(|&i| self.get(i).is_some_and(|x| x.same(r) || x == r));
         let i = match found {
             Some(i) => i,
             None => {
@@ -346,7 +346,7 @@ impl<'a> RegionTable<'a> {
     /// which no decoder accepts, if it did not).
     fn index(&self, r: &RegionId) -> u32 {
         (0..self.len)
-            .find(|&i| self.get(i).is_some_and(|x| x == r))
+            .find(|&i| self.get(i).is_some_and(|x| x.same(r) || x == r))
             .and_then(|i| u32::try_from(i).ok())
             .unwrap_or(u32::MAX)
     }

@@ -376,7 +376,19 @@ impl LogStore for RocksStore {
 
     fn items(&self, keys: &[ItemKey]) -> Result<Vec<Option<ItemState>>, StoreError> {
         let cf = self.cf(Cf::Items)?;
-        let values = self.db.multi_get_cf(keys.iter().map(|k| (cf, k.encode())));
+        // Every key encoded into one buffer and read in one batched call,
+        // which takes the keys where they lie and pins the values.
+        let mut buf = Vec::with_capacity(keys.len() * 32);
+        let mut ends = Vec::with_capacity(keys.len());
+        for k in keys {
+            k.encode_into(&mut buf);
+            ends.push(buf.len());
+        }
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let encoded: Vec<&[u8]> = starts.zip(&ends).map(|(s, &e)| &buf[s..e]).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(cf, encoded.iter().copied(), false);
         keys.iter()
             .zip(values)
             .map(|(key, value)| {

@@ -428,7 +428,7 @@ fn visible_size(attr: &AttrState) -> usize {
             .sum(),
         AttrState::Set(m) => m.keys().map(Scalar::size).sum(),
         AttrState::Counter(c) => match c.value() {
-            Ok(v) if c.is_present() => AttrValue::N(crate::value::Number::from_i128(v)).size(),
+            Ok(v) if c.is_present() => crate::value::integer_size(v),
             _ => 0,
         },
     }
@@ -616,7 +616,8 @@ impl DeltaBuilder<'_> {
             hlc: self.hlc,
             value,
         };
-        let map = BTreeMap::from([(self.fresh(), sibling)]);
+        let mut map = BTreeMap::new();
+        map.insert(self.fresh(), sibling);
         let state = if policy == MergePolicy::Multi {
             AttrState::Multi(map)
         } else {

@@ -89,6 +89,11 @@ impl RocksOptions {
                 opts.set_write_buffer_size(self.write_buffer_bytes);
                 if self.items_bloom_bits_per_key > 0.0 {
                     table.set_bloom_filter(self.items_bloom_bits_per_key, false);
+                    // The memtable too: an ingest reads every item it
+                    // writes, most of them new, and a miss then skips the
+                    // skiplist search (a bloom of 2% of the memtable size).
+                    opts.set_memtable_whole_key_filtering(true);
+                    opts.set_memtable_prefix_bloom_ratio(0.02);
                 }
             }
             Cf::Meta | Cf::DeadLetters => {

@@ -245,15 +245,29 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 continue;
             };
             let slot = slot(&mut slots, &change.key);
+            if let Some(i) = slot.from_entry.take() {
+                // Changed again in this batch: its state so far is that
+                // entry's delta.
+                slot.state = batch
+                    .entries
+                    .get(i)
+                    .map(|e| e.delta.clone())
+                    .unwrap_or_default();
+            }
             let hlc = match change.source_millis {
                 Some(ms) => self.hlc.stamp_source(ms),
                 None => self.hlc.now(),
             };
-            match slot.state.prepare(schema, &region, hlc, &change.ops) {
-                Ok(prepared) => {
+            match slot.state.prepare_delta(schema, &region, hlc, &change.ops) {
+                Ok((delta, state)) => {
                     let seq = applied.get(&region).next();
                     applied.set(region.clone(), seq);
-                    slot.state = prepared.state;
+                    match state {
+                        Some(state) => slot.state = state,
+                        // The new state is the delta (the item was ⊥):
+                        // one copy, in the entry.
+                        None => slot.from_entry = Some(batch.entries.len()),
+                    }
                     slot.touched = true;
                     batch.entries.push(LogEntry {
                         origin: region.clone(),
@@ -261,7 +275,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                         hlc,
                         deps: deps.clone(),
                         key: change.key.clone(),
-                        delta: prepared.delta,
+                        delta,
                     });
                     outcomes.push(Ok((seq, hlc)));
                 }
@@ -422,6 +436,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 key,
                 state: state.unwrap_or_default(),
                 touched: false,
+                from_entry: None,
             })
             .collect())
     }
@@ -435,11 +450,20 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     ) -> Result<(), StoreError> {
         // A bottom state (e.g. the delete of an item never seen) holds no
         // information and, contexts only growing, never replaces a stored one.
-        batch.items = slots
-            .into_iter()
-            .filter(|s| s.touched && !s.state.is_bottom())
-            .map(|s| (s.key, s.state))
-            .collect();
+        for s in slots.into_iter().filter(|s| s.touched) {
+            match s.from_entry {
+                Some(i) => {
+                    if batch.entries.get(i).is_some_and(|e| !e.delta.is_bottom()) {
+                        batch.items_from_entries.push(i);
+                    }
+                }
+                None => {
+                    if !s.state.is_bottom() {
+                        batch.items.push((s.key, s.state));
+                    }
+                }
+            }
+        }
         batch.applied = applied.clone();
         batch.hlc_mark = self.hlc.high_water();
         self.store.commit(&batch)?;
@@ -451,9 +475,12 @@ impl<S: LogStore, C: Clock> Log<S, C> {
 /// One item's state while a batch changes it.
 struct Slot {
     key: ItemKey,
+    /// The state, unless `from_entry` holds it.
     state: ItemState,
     /// An entry of the batch changed it (only those are written).
     touched: bool,
+    /// The index of the batch's entry whose delta is the item's state.
+    from_entry: Option<usize>,
 }
 
 /// The slot of `key` in `slots` (sorted by key, as [`Log::load`] returns
@@ -468,6 +495,7 @@ fn slot<'a>(slots: &'a mut Vec<Slot>, key: &ItemKey) -> &'a mut Slot {
                     key: key.clone(),
                     state: ItemState::default(),
                     touched: false,
+                    from_entry: None,
                 },
             );
             i

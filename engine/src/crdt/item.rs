@@ -291,8 +291,7 @@ impl ItemState {
         // ⊥ ⊔ x = x: the common case of a new item skips the store-by-store
         // walk (a stored or received state never holds an empty store, but
         // a malformed one might, so check).
-        if self.is_bottom() && self.alive.is_empty() && other.attrs.values().all(|a| !a.is_bottom())
-        {
+        if self.join_is_copy(other) {
             self.clone_from(other);
             return;
         }
@@ -317,6 +316,12 @@ impl ItemState {
         self.ctx.join(&other.ctx);
     }
 
+    /// True when `self ⊔ other` is `other` as it is (`self` is ⊥ and
+    /// `other` holds no empty store).
+    fn join_is_copy(&self, other: &ItemState) -> bool {
+        self.is_bottom() && self.alive.is_empty() && other.attrs.values().all(|a| !a.is_bottom())
+    }
+
     /// Turns a change made at `origin` at time `hlc` into a delta against
     /// this (current, local) state, and the state after it. Pure: `self` is
     /// not modified. Validates every op against the schema and the item
@@ -328,6 +333,21 @@ impl ItemState {
         hlc: Hlc,
         ops: &[Op],
     ) -> Result<Prepared, OpError> {
+        let (delta, state) = self.prepare_delta(schema, origin, hlc, ops)?;
+        let state = state.unwrap_or_else(|| delta.clone());
+        Ok(Prepared { delta, state })
+    }
+
+    /// [`ItemState::prepare`], with the new state `None` when it equals
+    /// the delta (a change to ⊥: the delta is the whole new state), so the
+    /// caller can do without a second copy.
+    pub(crate) fn prepare_delta(
+        &self,
+        schema: &TableSchema,
+        origin: &RegionId,
+        hlc: Hlc,
+        ops: &[Op],
+    ) -> Result<(ItemState, Option<ItemState>), OpError> {
         let mut delta = ItemState::new();
         // The change supersedes the dots that kept the item alive so far.
         delta
@@ -351,16 +371,21 @@ impl ItemState {
             builder.delta.alive.insert(dot);
         }
         let delta = builder.delta;
-        let mut state = self.clone();
-        state.join(&delta);
-        let size = state.size(schema);
+        let state = if self.join_is_copy(&delta) {
+            None
+        } else {
+            let mut state = self.clone();
+            state.join(&delta);
+            Some(state)
+        };
+        let size = state.as_ref().unwrap_or(&delta).size(schema);
         if size > crate::value::MAX_ITEM_BYTES {
             return Err(OpError::ItemTooLarge {
                 size,
                 max: crate::value::MAX_ITEM_BYTES,
             });
         }
-        Ok(Prepared { delta, state })
+        Ok((delta, state))
     }
 
     /// What readers see: `None` if the item does not exist.

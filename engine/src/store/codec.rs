@@ -281,8 +281,10 @@ pub(crate) fn encode_entry(entry: &LogEntry) -> Result<Vec<u8>, StoreError> {
 }
 
 /// [`encode_entry`] into `out` (replacing its contents): the bytes
-/// `postcard` gives for the entry, written field by field.
-fn encode_entry_into(entry: &LogEntry, out: &mut Vec<u8>) -> Result<(), StoreError> {
+/// `postcard` gives for the entry, written field by field. Returns where
+/// the delta's encoding starts in `out` (it runs to the checksum).
+fn encode_entry_into(entry: &LogEntry, out: &mut Vec<u8>) -> Result<usize, StoreError> {
+    let mut delta_at = 0;
     envelope("log entry", out, |out| {
         let mut w = Writer(out);
         w.str(entry.origin.as_str());
@@ -294,8 +296,10 @@ fn encode_entry_into(entry: &LogEntry, out: &mut Vec<u8>) -> Result<(), StoreErr
             w.u64(seq.0);
         }
         w.serde(&entry.key)?;
+        delta_at = out.len();
         write_compact(&entry.delta, out)
-    })
+    })?;
+    Ok(delta_at)
 }
 
 /// Decodes the value stored at `(origin, seq)`.
@@ -675,11 +679,39 @@ pub(crate) fn commit_writes(
 ) -> Result<(), StoreError> {
     let mut key = Vec::with_capacity(64);
     let mut value = Vec::with_capacity(512);
-    for entry in &batch.entries {
+    let mut item_value = Vec::new();
+    let mut shared = vec![false; batch.entries.len()];
+    for &i in &batch.items_from_entries {
+        match shared.get_mut(i) {
+            Some(s) => *s = true,
+            None => {
+                return Err(StoreError::Backend {
+                    op: "encode value",
+                    message: format!(
+                        "item from entry {i} of a batch of {} entries",
+                        batch.entries.len()
+                    ),
+                });
+            }
+        }
+    }
+    for (entry, shared) in batch.entries.iter().zip(shared) {
         key.clear();
         log_key_into(&entry.origin, entry.seq, &mut key);
-        encode_entry_into(entry, &mut value)?;
+        let delta_at = encode_entry_into(entry, &mut value)?;
         put(Cf::Log, &key, &value)?;
+        if shared {
+            // The entry's value ends with the delta's encoding: the item's
+            // is the same bytes in their own envelope.
+            let delta = &value[delta_at..value.len() - 4];
+            envelope("item", &mut item_value, |out| {
+                out.extend_from_slice(delta);
+                Ok(())
+            })?;
+            key.clear();
+            entry.key.encode_into(&mut key);
+            put(Cf::Items, &key, &item_value)?;
+        }
     }
     for (item, state) in &batch.items {
         key.clear();

@@ -511,6 +511,14 @@ fn view_attr(attr: &AttrState) -> Option<AttrView> {
     }
 }
 
+/// The dot `(origin, next)`, added to `ctx`; `next` moves on.
+fn fresh_dot(ctx: &mut CausalContext, origin: &RegionId, next: &mut u64) -> Dot {
+    let dot = Dot::new(origin.clone(), *next);
+    *next += 1;
+    ctx.insert(dot.clone());
+    dot
+}
+
 /// Builds the delta of one change, op by op.
 struct DeltaBuilder<'a> {
     base: &'a ItemState,
@@ -529,10 +537,7 @@ struct DeltaBuilder<'a> {
 impl DeltaBuilder<'_> {
     /// A new dot of this change, already in the delta's context.
     fn fresh(&mut self) -> Dot {
-        let dot = Dot::new(self.origin.clone(), self.next);
-        self.next += 1;
-        self.delta.ctx.insert(dot.clone());
-        dot
+        fresh_dot(&mut self.delta.ctx, self.origin, &mut self.next)
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
@@ -670,15 +675,21 @@ impl DeltaBuilder<'_> {
             }
             expected = Some(e.type_name());
         }
+        if elements.is_empty() {
+            return Ok(());
+        }
+        // The set looked up once for all the elements, each with a fresh
+        // dot of its own.
+        let ItemState { ctx, attrs, .. } = &mut self.delta;
+        let entry = attrs
+            .entry(attr.clone())
+            .or_insert_with(|| AttrState::Set(BTreeMap::new()));
         for e in elements {
-            let dot = self.fresh();
-            let entry = self
-                .delta
-                .attrs
-                .entry(attr.clone())
-                .or_insert_with(|| AttrState::Set(BTreeMap::new()));
+            let dot = fresh_dot(ctx, self.origin, &mut self.next);
             if let AttrState::Set(m) = entry {
-                m.insert(e.clone(), BTreeSet::from([dot]));
+                let mut dots = BTreeSet::new();
+                dots.insert(dot);
+                m.insert(e.clone(), dots);
             }
         }
         Ok(())

@@ -42,9 +42,17 @@ pub enum IdError {
 macro_rules! name_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $pred:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(Arc<str>);
+
+        // Serialized as the plain string, straight from the shared one (no
+        // `String` copy per name written).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// Validates and wraps a name.
@@ -109,6 +117,15 @@ name_newtype!(
     "ASCII letters, digits, '-', '_' and '.'",
     |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 );
+
+impl RegionId {
+    /// True when both are clones of one shared name: a pointer test that
+    /// spares the string comparison (equal names built apart are not the
+    /// same here, only equal).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 name_newtype!(
     /// A table name, with DynamoDB's rules (3–255 characters in DynamoDB; we

@@ -107,12 +107,22 @@ impl ItemKey {
 
     /// Canonical bytes: `len(table) table tag len(pk) pk [tag len(sk) sk]`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Self::table_prefix(&self.table);
-        encode_scalar(&mut out, &self.partition);
-        if let Some(s) = &self.sort {
-            encode_scalar(&mut out, s);
-        }
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
         out
+    }
+
+    /// Appends [`ItemKey::encode`]'s bytes to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        let table = self.table.as_str();
+        out.reserve(1 + table.len() + 3 + scalar_len(&self.partition));
+        // Table names are at most 255 bytes.
+        out.push(table.len() as u8);
+        out.extend_from_slice(table.as_bytes());
+        encode_scalar(out, &self.partition);
+        if let Some(s) = &self.sort {
+            encode_scalar(out, s);
+        }
     }
 
     /// Inverse of [`ItemKey::encode`]; refuses anything `encode` cannot produce.

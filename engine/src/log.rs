@@ -13,7 +13,6 @@
 //! every lower one is there too (or was truncated after all peers had it);
 //! an item's stored state is the join of every applied entry for it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::change::{Change, LogEntry};
@@ -228,7 +227,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         changes: &[Change],
         attached: Attached,
     ) -> Result<IngestReport, StoreError> {
-        let mut states = self.load(changes.iter().map(|c| &c.key))?;
+        let mut slots = self.load(changes.iter().map(|c| &c.key))?;
         let mut batch = CommitBatch {
             checkpoints: attached.checkpoints,
             side: attached.side,
@@ -245,23 +244,38 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 outcomes.push(Err(ChangeError::UnknownTable(change.key.table().clone())));
                 continue;
             };
-            let current = states.entry(change.key.clone()).or_default();
+            let slot = slot(&mut slots, &change.key);
+            if let Some(i) = slot.from_entry.take() {
+                // Changed again in this batch: its state so far is that
+                // entry's delta.
+                slot.state = batch
+                    .entries
+                    .get(i)
+                    .map(|e| e.delta.clone())
+                    .unwrap_or_default();
+            }
             let hlc = match change.source_millis {
                 Some(ms) => self.hlc.stamp_source(ms),
                 None => self.hlc.now(),
             };
-            match current.prepare(schema, &region, hlc, &change.ops) {
-                Ok(prepared) => {
+            match slot.state.prepare_delta(schema, &region, hlc, &change.ops) {
+                Ok((delta, state)) => {
                     let seq = applied.get(&region).next();
                     applied.set(region.clone(), seq);
-                    *current = prepared.state;
+                    match state {
+                        Some(state) => slot.state = state,
+                        // The new state is the delta (the item was ⊥):
+                        // one copy, in the entry.
+                        None => slot.from_entry = Some(batch.entries.len()),
+                    }
+                    slot.touched = true;
                     batch.entries.push(LogEntry {
                         origin: region.clone(),
                         seq,
                         hlc,
                         deps: deps.clone(),
                         key: change.key.clone(),
-                        delta: prepared.delta,
+                        delta,
                     });
                     outcomes.push(Ok((seq, hlc)));
                 }
@@ -271,7 +285,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 })),
             }
         }
-        self.commit(batch, states, applied)?;
+        self.commit(batch, slots, applied)?;
         Ok(IngestReport {
             outcomes,
             durable: self.store.durability() == Durability::Sync,
@@ -322,12 +336,11 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             applied.set(entry.origin.clone(), entry.seq);
             accepted.push(entry);
         }
-        let mut states = self.load(accepted.iter().map(|e| &e.key))?;
+        let mut slots = self.load(accepted.iter().map(|e| &e.key))?;
         for entry in &accepted {
-            states
-                .entry(entry.key.clone())
-                .or_default()
-                .join(&entry.delta);
+            let slot = slot(&mut slots, &entry.key);
+            slot.state.join(&entry.delta);
+            slot.touched = true;
         }
         let batch = CommitBatch {
             entries: accepted.iter().map(|e| (*e).clone()).collect(),
@@ -335,7 +348,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         };
         let applied_count = accepted.len();
         if applied_count > 0 {
-            self.commit(batch, states, applied)?;
+            self.commit(batch, slots, applied)?;
         }
         Ok(ApplyReport {
             applied: applied_count,
@@ -352,12 +365,16 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         &mut self,
         items: &[(ItemKey, ItemState)],
     ) -> Result<(), StoreError> {
-        let mut states = self.load(items.iter().map(|(k, _)| k))?;
+        let mut slots = self.load(items.iter().map(|(k, _)| k))?;
         for (key, state) in items {
-            states.entry(key.clone()).or_default().join(state);
+            slot(&mut slots, key).state.join(state);
         }
         let batch = CommitBatch {
-            items: states.into_iter().filter(|(_, s)| !s.is_bottom()).collect(),
+            items: slots
+                .into_iter()
+                .filter(|s| !s.state.is_bottom())
+                .map(|s| (s.key, s.state))
+                .collect(),
             applied: self.applied.clone(),
             hlc_mark: self.hlc.high_water(),
             ..CommitBatch::default()
@@ -406,11 +423,8 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         Ok(upto)
     }
 
-    /// Current states of the given items (each loaded once).
-    fn load<'k>(
-        &self,
-        keys: impl Iterator<Item = &'k ItemKey>,
-    ) -> Result<BTreeMap<ItemKey, ItemState>, StoreError> {
+    /// Current states of the given items (each loaded once), sorted by key.
+    fn load<'k>(&self, keys: impl Iterator<Item = &'k ItemKey>) -> Result<Vec<Slot>, StoreError> {
         let mut unique: Vec<ItemKey> = keys.cloned().collect();
         unique.sort();
         unique.dedup();
@@ -418,28 +432,74 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         Ok(unique
             .into_iter()
             .zip(found)
-            .map(|(k, s)| (k, s.unwrap_or_default()))
+            .map(|(key, state)| Slot {
+                key,
+                state: state.unwrap_or_default(),
+                touched: false,
+                from_entry: None,
+            })
             .collect())
     }
 
+    /// Commits `batch` with the states of the items its entries touched.
     fn commit(
         &mut self,
         mut batch: CommitBatch,
-        states: BTreeMap<ItemKey, ItemState>,
+        slots: Vec<Slot>,
         applied: VersionVector,
     ) -> Result<(), StoreError> {
-        let touched: std::collections::BTreeSet<&ItemKey> =
-            batch.entries.iter().map(|e| &e.key).collect();
         // A bottom state (e.g. the delete of an item never seen) holds no
         // information and, contexts only growing, never replaces a stored one.
-        batch.items = states
-            .into_iter()
-            .filter(|(k, s)| touched.contains(k) && !s.is_bottom())
-            .collect();
+        for s in slots.into_iter().filter(|s| s.touched) {
+            match s.from_entry {
+                Some(i) => {
+                    if batch.entries.get(i).is_some_and(|e| !e.delta.is_bottom()) {
+                        batch.items_from_entries.push(i);
+                    }
+                }
+                None => {
+                    if !s.state.is_bottom() {
+                        batch.items.push((s.key, s.state));
+                    }
+                }
+            }
+        }
         batch.applied = applied.clone();
         batch.hlc_mark = self.hlc.high_water();
         self.store.commit(&batch)?;
         self.applied = applied;
         Ok(())
     }
+}
+
+/// One item's state while a batch changes it.
+struct Slot {
+    key: ItemKey,
+    /// The state, unless `from_entry` holds it.
+    state: ItemState,
+    /// An entry of the batch changed it (only those are written).
+    touched: bool,
+    /// The index of the batch's entry whose delta is the item's state.
+    from_entry: Option<usize>,
+}
+
+/// The slot of `key` in `slots` (sorted by key, as [`Log::load`] returns
+/// them; a key it was not asked for gets a fresh slot, in order).
+fn slot<'a>(slots: &'a mut Vec<Slot>, key: &ItemKey) -> &'a mut Slot {
+    let i = match slots.binary_search_by(|s| s.key.cmp(key)) {
+        Ok(i) => i,
+        Err(i) => {
+            slots.insert(
+                i,
+                Slot {
+                    key: key.clone(),
+                    state: ItemState::default(),
+                    touched: false,
+                    from_entry: None,
+                },
+            );
+            i
+        }
+    };
+    &mut slots[i]
 }

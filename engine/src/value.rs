@@ -213,6 +213,25 @@ fn number_size(n: &Number) -> usize {
     n.significant_digits().div_ceil(2) + 1
 }
 
+/// The size of `AttrValue::N(Number::from_i128(v))` (a counter's value),
+/// counted on the integer instead of formatting the number.
+pub(crate) fn integer_size(v: i128) -> usize {
+    let mut m = v.unsigned_abs();
+    // Zero has one significant digit.
+    let mut digits = if m == 0 { 1 } else { m.ilog10() as usize + 1 };
+    // `Number::from_i128` keeps the first `MAX_NUMBER_DIGITS` digits …
+    while digits > MAX_NUMBER_DIGITS {
+        m /= 10;
+        digits -= 1;
+    }
+    // … and trailing zeros are not significant.
+    while m != 0 && m.is_multiple_of(10) {
+        m /= 10;
+        digits -= 1;
+    }
+    digits.div_ceil(2) + 1
+}
+
 impl AttrValue {
     /// DynamoDB's type name: `"S"`, `"N"`, `"B"`, `"BOOL"`, `"NULL"`, `"L"`,
     /// `"M"`, `"SS"`, `"NS"` or `"BS"`.
@@ -400,6 +419,43 @@ pub fn set_value(elements: impl IntoIterator<Item = Scalar>) -> Option<AttrValue
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integer_size_is_the_size_of_the_number() {
+        let mut values = vec![
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            99,
+            100,
+            101,
+            120_000,
+            i128::MAX,
+            i128::MIN,
+        ];
+        for k in 0..39 {
+            let p = 10i128.pow(k);
+            let q = p.wrapping_mul(7);
+            values.extend([p, -p, p - 1, p + 1, q, 3 - q]);
+        }
+        let mut x: i128 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(0x5851_F42D_4C95_7F2D)
+                .wrapping_add(1_442_695_040_888_963_407);
+            values.extend([x, x >> 64, x >> 100, (x >> 110) * 1000]);
+        }
+        for v in values {
+            assert_eq!(
+                super::integer_size(v),
+                super::AttrValue::N(super::Number::from_i128(v)).size(),
+                "{v}"
+            );
+        }
+    }
+
     use super::*;
 
     fn num(s: &str) -> Number {

@@ -213,6 +213,42 @@ fn an_entry_waits_for_its_causal_past() {
 }
 
 #[test]
+fn an_item_created_then_changed_or_refused_in_one_batch_keeps_every_accepted_change() {
+    on_both_stores(|open| {
+        let mut a = open("a");
+        let refused = |k: &str| Change {
+            key: key(k),
+            ops: vec![Op::Set {
+                attr: attr("qty"),
+                value: AttrValue::S("many".into()),
+            }],
+            source_millis: None,
+        };
+        let out = a.ingest(&[
+            add("new", 1),
+            refused("new"),
+            add("twice", 2),
+            add("twice", 3),
+            refused("twice"),
+            add("once", 4),
+        ]);
+        let accepted: Vec<bool> = out.iter().map(Result::is_ok).collect();
+        assert_eq!(accepted, [true, false, true, true, false, true]);
+        assert_eq!(a.qty("new"), n(1));
+        assert_eq!(a.qty("twice"), n(5));
+        assert_eq!(a.qty("once"), n(4));
+        let out = a.ingest(&[add("new", 10), add("once", 10)]);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        assert_eq!(
+            a.qty("new"),
+            n(11),
+            "a later batch starts from the stored state"
+        );
+        assert_eq!(a.qty("once"), n(14));
+    });
+}
+
+#[test]
 fn refused_changes_are_reported_and_the_rest_of_the_batch_lands() {
     on_both_stores(|open| {
         let mut a = open("a");

@@ -44,10 +44,27 @@ impl CausalContext {
 
     /// Adds one dot.
     pub fn insert(&mut self, dot: Dot) {
-        if !self.contains(&dot) {
-            self.cloud.insert(dot);
-            self.compact();
+        if self.contains(&dot) {
+            return;
         }
+        // The common case, a region's next dot with nothing seen out of
+        // order: it extends the vector, exactly what `compact` would make
+        // of it, without a trip through the cloud.
+        if self.cloud.is_empty() {
+            match self.vv.get_mut(&dot.region) {
+                Some(n) if dot.counter == *n + 1 => {
+                    *n = dot.counter;
+                    return;
+                }
+                None if dot.counter == 1 => {
+                    self.vv.insert(dot.region, 1);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.cloud.insert(dot);
+        self.compact();
     }
 
     /// Adds every dot of `other`.
@@ -70,12 +87,12 @@ impl CausalContext {
     }
 
     /// The contiguous part: `(region, n)` meaning dots 1..=n were all seen.
-    pub fn vector(&self) -> impl Iterator<Item = (&RegionId, u64)> {
+    pub fn vector(&self) -> impl ExactSizeIterator<Item = (&RegionId, u64)> {
         self.vv.iter().map(|(r, n)| (r, *n))
     }
 
     /// Dots seen out of order (a gap below each).
-    pub fn cloud(&self) -> impl Iterator<Item = &Dot> {
+    pub fn cloud(&self) -> impl ExactSizeIterator<Item = &Dot> {
         self.cloud.iter()
     }
 

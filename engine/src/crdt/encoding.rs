@@ -231,6 +231,239 @@ fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
     Ok(ItemState::from_parts(ctx, alive, attrs))
 }
 
+// ---------------------------------------------------------------------------
+// The direct writer: the same bytes as `postcard` gives for `Compact`, written
+// straight from the state (no intermediate vectors, no copies of values).
+
+/// Appends postcard's encoding of primitives, and of any `Serialize` value,
+/// to a byte vector. What [`write_compact`] and the stores' log entry
+/// encoder build on; the bytes are exactly postcard's, so the serde
+/// decoders read them back.
+pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);
+
+/// A postcard output that appends to a borrowed vector.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appender<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+impl Writer<'_> {
+    /// An unsigned integer (`u16` to `u128`, `usize` lengths): LEB128.
+    pub(crate) fn varint(&mut self, mut n: u128) {
+        while n >= 0x80 {
+            self.0.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+    }
+
+    /// A `u64` (the common case, without 128-bit arithmetic).
+    pub(crate) fn u64(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.0.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+    }
+
+    /// A sequence or string length.
+    pub(crate) fn length(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+
+    /// A string.
+    pub(crate) fn str(&mut self, s: &str) {
+        self.length(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// Any value, through postcard's serializer.
+    pub(crate) fn serde<T: Serialize + ?Sized>(&mut self, value: &T) -> postcard::Result<()> {
+        postcard::serialize_with_flavor(value, Appender(self.0))
+    }
+}
+
+/// The regions an item mentions, in order of first mention (the order
+/// `to_compact` builds its table in). Items mention a handful: the first
+/// few live inline.
+struct RegionTable<'a> {
+    inline: [Option<&'a RegionId>; 8],
+    len: usize,
+    spill: Vec<&'a RegionId>,
+}
+
+impl<'a> RegionTable<'a> {
+    fn new() -> Self {
+        RegionTable {
+            inline: [None; 8],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a RegionId> {
+        if i < self.inline.len() {
+            self.inline[i]
+        } else {
+            self.spill.get(i - self.inline.len()).copied()
+        }
+    }
+
+    /// The index of `r`, adding it when new.
+    fn of(&mut self, r: &'a RegionId) -> u32 {
+        let found = (0..self.len).find(|&i| self.get(i).is_some_and(|x| x.same(r) || x == r));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                if self.len < self.inline.len() {
+                    self.inline[self.len] = Some(r);
+                } else {
+                    self.spill.push(r);
+                }
+                self.len += 1;
+                self.len - 1
+            }
+        };
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    /// The index of `r`, which [`RegionTable::collect`] added (`u32::MAX`,
+    /// which no decoder accepts, if it did not).
+    fn index(&self, r: &RegionId) -> u32 {
+        (0..self.len)
+            .find(|&i| self.get(i).is_some_and(|x| x.same(r) || x == r))
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Adds every region `state` mentions, in `to_compact`'s order.
+    fn collect(&mut self, state: &'a ItemState) {
+        let ctx = state.context();
+        for (r, _) in ctx.vector() {
+            self.of(r);
+        }
+        for d in ctx.cloud().chain(state.alive()) {
+            self.of(&d.region);
+        }
+        for a in state.attrs().values() {
+            match a {
+                AttrState::Lww(m) | AttrState::Multi(m) => {
+                    for d in m.keys() {
+                        self.of(&d.region);
+                    }
+                }
+                AttrState::Set(m) => {
+                    for d in m.values().flatten() {
+                        self.of(&d.region);
+                    }
+                }
+                AttrState::Counter(c) => {
+                    for part in c.parts() {
+                        for r in part.keys() {
+                            self.of(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Appends the compact form of `state` to `out`: the same bytes as
+/// `postcard` gives for the state's `Serialize` impl, without building the
+/// compact form first.
+pub(crate) fn write_compact(state: &ItemState, out: &mut Vec<u8>) -> postcard::Result<()> {
+    let mut regions = RegionTable::new();
+    regions.collect(state);
+    let regions = regions;
+    let hlc_base = max_hlc(state);
+    let mut w = Writer(out);
+    w.length(regions.len);
+    for i in 0..regions.len {
+        if let Some(r) = regions.get(i) {
+            w.str(r.as_str());
+        }
+    }
+    w.u64(hlc_base);
+    let dot = |w: &mut Writer<'_>, regions: &RegionTable<'_>, d: &Dot| {
+        w.u64(u64::from(regions.index(&d.region)));
+        w.u64(d.counter);
+    };
+    let ctx = state.context();
+    w.length(ctx.vector().len());
+    for (r, n) in ctx.vector() {
+        w.u64(u64::from(regions.index(r)));
+        w.u64(n);
+    }
+    w.length(ctx.cloud().len());
+    for d in ctx.cloud() {
+        dot(&mut w, &regions, d);
+    }
+    w.length(state.alive().len());
+    for d in state.alive() {
+        dot(&mut w, &regions, d);
+    }
+    w.length(state.attrs().len());
+    for (name, a) in state.attrs() {
+        w.str(name.as_str());
+        match a {
+            AttrState::Lww(m) | AttrState::Multi(m) => {
+                // `CAttr`'s variant index.
+                w.u64(if matches!(a, AttrState::Lww(_)) { 0 } else { 1 });
+                w.length(m.len());
+                for (d, s) in m {
+                    dot(&mut w, &regions, d);
+                    w.u64(hlc_base - s.hlc.0);
+                    match &s.value {
+                        None => w.0.push(0),
+                        Some(v) => {
+                            w.0.push(1);
+                            w.serde(v)?;
+                        }
+                    }
+                }
+            }
+            AttrState::Set(m) => {
+                w.u64(2);
+                w.length(m.len());
+                for (e, dots) in m {
+                    w.serde(e)?;
+                    w.length(dots.len());
+                    for d in dots {
+                        dot(&mut w, &regions, d);
+                    }
+                }
+            }
+            AttrState::Counter(c) => {
+                w.u64(3);
+                for part in c.parts() {
+                    w.length(part.len());
+                    for (r, v) in part {
+                        w.u64(u64::from(regions.index(r)));
+                        w.varint(*v);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Serialize for ItemState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         to_compact(self).serialize(serializer)

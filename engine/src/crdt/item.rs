@@ -291,8 +291,7 @@ impl ItemState {
         // ⊥ ⊔ x = x: the common case of a new item skips the store-by-store
         // walk (a stored or received state never holds an empty store, but
         // a malformed one might, so check).
-        if self.is_bottom() && self.alive.is_empty() && other.attrs.values().all(|a| !a.is_bottom())
-        {
+        if self.join_is_copy(other) {
             self.clone_from(other);
             return;
         }
@@ -317,6 +316,12 @@ impl ItemState {
         self.ctx.join(&other.ctx);
     }
 
+    /// True when `self ⊔ other` is `other` as it is (`self` is ⊥ and
+    /// `other` holds no empty store).
+    fn join_is_copy(&self, other: &ItemState) -> bool {
+        self.is_bottom() && self.alive.is_empty() && other.attrs.values().all(|a| !a.is_bottom())
+    }
+
     /// Turns a change made at `origin` at time `hlc` into a delta against
     /// this (current, local) state, and the state after it. Pure: `self` is
     /// not modified. Validates every op against the schema and the item
@@ -328,6 +333,21 @@ impl ItemState {
         hlc: Hlc,
         ops: &[Op],
     ) -> Result<Prepared, OpError> {
+        let (delta, state) = self.prepare_delta(schema, origin, hlc, ops)?;
+        let state = state.unwrap_or_else(|| delta.clone());
+        Ok(Prepared { delta, state })
+    }
+
+    /// [`ItemState::prepare`], with the new state `None` when it equals
+    /// the delta (a change to ⊥: the delta is the whole new state), so the
+    /// caller can do without a second copy.
+    pub(crate) fn prepare_delta(
+        &self,
+        schema: &TableSchema,
+        origin: &RegionId,
+        hlc: Hlc,
+        ops: &[Op],
+    ) -> Result<(ItemState, Option<ItemState>), OpError> {
         let mut delta = ItemState::new();
         // The change supersedes the dots that kept the item alive so far.
         delta
@@ -351,16 +371,21 @@ impl ItemState {
             builder.delta.alive.insert(dot);
         }
         let delta = builder.delta;
-        let mut state = self.clone();
-        state.join(&delta);
-        let size = state.size(schema);
+        let state = if self.join_is_copy(&delta) {
+            None
+        } else {
+            let mut state = self.clone();
+            state.join(&delta);
+            Some(state)
+        };
+        let size = state.as_ref().unwrap_or(&delta).size(schema);
         if size > crate::value::MAX_ITEM_BYTES {
             return Err(OpError::ItemTooLarge {
                 size,
                 max: crate::value::MAX_ITEM_BYTES,
             });
         }
-        Ok(Prepared { delta, state })
+        Ok((delta, state))
     }
 
     /// What readers see: `None` if the item does not exist.
@@ -428,7 +453,7 @@ fn visible_size(attr: &AttrState) -> usize {
             .sum(),
         AttrState::Set(m) => m.keys().map(Scalar::size).sum(),
         AttrState::Counter(c) => match c.value() {
-            Ok(v) if c.is_present() => AttrValue::N(crate::value::Number::from_i128(v)).size(),
+            Ok(v) if c.is_present() => crate::value::integer_size(v),
             _ => 0,
         },
     }
@@ -486,6 +511,14 @@ fn view_attr(attr: &AttrState) -> Option<AttrView> {
     }
 }
 
+/// The dot `(origin, next)`, added to `ctx`; `next` moves on.
+fn fresh_dot(ctx: &mut CausalContext, origin: &RegionId, next: &mut u64) -> Dot {
+    let dot = Dot::new(origin.clone(), *next);
+    *next += 1;
+    ctx.insert(dot.clone());
+    dot
+}
+
 /// Builds the delta of one change, op by op.
 struct DeltaBuilder<'a> {
     base: &'a ItemState,
@@ -504,10 +537,7 @@ struct DeltaBuilder<'a> {
 impl DeltaBuilder<'_> {
     /// A new dot of this change, already in the delta's context.
     fn fresh(&mut self) -> Dot {
-        let dot = Dot::new(self.origin.clone(), self.next);
-        self.next += 1;
-        self.delta.ctx.insert(dot.clone());
-        dot
+        fresh_dot(&mut self.delta.ctx, self.origin, &mut self.next)
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
@@ -554,7 +584,7 @@ impl DeltaBuilder<'_> {
                 next.join(&delta);
                 next.value()
                     .map_err(|CounterOverflow| OpError::CounterOverflow { attr: attr.clone() })?;
-                self.merge_counter(attr, &delta);
+                self.merge_counter(attr, delta);
             }
             (Op::Add { .. }, _) => return Err(wrong("add applies to counter attributes only")),
             (Op::AddToSet { elements, .. }, MergePolicy::Set) => {
@@ -584,7 +614,7 @@ impl DeltaBuilder<'_> {
             }
             (Op::Remove { .. }, MergePolicy::Counter) => {
                 let reset = self.counter(attr).reset_delta();
-                self.merge_counter(attr, &reset);
+                self.merge_counter(attr, reset);
             }
             (Op::Delete, _) => self.delete(),
         }
@@ -616,7 +646,8 @@ impl DeltaBuilder<'_> {
             hlc: self.hlc,
             value,
         };
-        let map = BTreeMap::from([(self.fresh(), sibling)]);
+        let mut map = BTreeMap::new();
+        map.insert(self.fresh(), sibling);
         let state = if policy == MergePolicy::Multi {
             AttrState::Multi(map)
         } else {
@@ -644,15 +675,21 @@ impl DeltaBuilder<'_> {
             }
             expected = Some(e.type_name());
         }
+        if elements.is_empty() {
+            return Ok(());
+        }
+        // The set looked up once for all the elements, each with a fresh
+        // dot of its own.
+        let ItemState { ctx, attrs, .. } = &mut self.delta;
+        let entry = attrs
+            .entry(attr.clone())
+            .or_insert_with(|| AttrState::Set(BTreeMap::new()));
         for e in elements {
-            let dot = self.fresh();
-            let entry = self
-                .delta
-                .attrs
-                .entry(attr.clone())
-                .or_insert_with(|| AttrState::Set(BTreeMap::new()));
+            let dot = fresh_dot(ctx, self.origin, &mut self.next);
             if let AttrState::Set(m) = entry {
-                m.insert(e.clone(), BTreeSet::from([dot]));
+                let mut dots = BTreeSet::new();
+                dots.insert(dot);
+                m.insert(e.clone(), dots);
             }
         }
         Ok(())
@@ -671,13 +708,13 @@ impl DeltaBuilder<'_> {
         c
     }
 
-    fn merge_counter(&mut self, attr: &AttrName, delta: &CounterState) {
+    fn merge_counter(&mut self, attr: &AttrName, delta: CounterState) {
         match self.delta.attrs.get_mut(attr) {
-            Some(AttrState::Counter(c)) => c.join(delta),
+            Some(AttrState::Counter(c)) => c.join(&delta),
             _ => {
                 self.delta
                     .attrs
-                    .insert(attr.clone(), AttrState::Counter(delta.clone()));
+                    .insert(attr.clone(), AttrState::Counter(delta));
             }
         }
     }

@@ -8,4 +8,5 @@ mod item;
 
 pub use context::CausalContext;
 pub use counter::{CounterOverflow, CounterState};
+pub(crate) use encoding::{Writer, write_compact};
 pub use item::{AttrState, AttrView, ItemState, OpError, Prepared, Provenance, Sibling};

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
 use crate::change::LogEntry;
-use crate::crdt::ItemState;
+use crate::crdt::{ItemState, Writer, write_compact};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 
@@ -98,10 +98,22 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     what: &'static str,
     value: &T,
 ) -> Result<Vec<u8>, StoreError> {
-    // Serialized straight after the version byte: one buffer, no copy.
     let mut out = Vec::with_capacity(256);
+    envelope(what, &mut out, |out| Writer(out).serde(value))?;
+    Ok(out)
+}
+
+/// Replaces the contents of `out` with the envelope around what `payload`
+/// appends: the payload is written in place after the version byte and
+/// checksummed where it lies (one buffer, no copy).
+fn envelope(
+    what: &'static str,
+    out: &mut Vec<u8>,
+    payload: impl FnOnce(&mut Vec<u8>) -> postcard::Result<()>,
+) -> Result<(), StoreError> {
+    out.clear();
     out.push(FORMAT_VERSION);
-    let out = postcard::to_extend(value, out).map_err(|e| {
+    payload(out).map_err(|e| {
         // Our types always serialize; this would be a programming error in
         // a Serialize impl, which the node cannot fix by retrying.
         StoreError::Backend {
@@ -113,7 +125,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if size > MAX_VALUE_BYTES {
         return Err(StoreError::TooLarge { what, size });
     }
-    Ok(with_checksum(out))
+    let crc = crc32fast::hash(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// The envelope around already-encoded payload bytes (what [`encode`]
@@ -213,9 +227,18 @@ pub(crate) fn log_prefix(origin: &RegionId) -> Vec<u8> {
 
 /// The log key of `(origin, seq)`.
 pub(crate) fn log_key(origin: &RegionId, seq: Seq) -> Vec<u8> {
-    let mut out = log_prefix(origin);
-    out.extend_from_slice(&seq.0.to_be_bytes());
+    let mut out = Vec::with_capacity(1 + origin.as_str().len() + 8);
+    log_key_into(origin, seq, &mut out);
     out
+}
+
+/// Appends the log key of `(origin, seq)` to `out`.
+fn log_key_into(origin: &RegionId, seq: Seq, out: &mut Vec<u8>) {
+    let name = origin.as_str().as_bytes();
+    // Region ids are at most 64 bytes (validated by `RegionId::new`).
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&seq.0.to_be_bytes());
 }
 
 /// The end (exclusive) of the log keys of `origin` with seq ≤ `upto`.
@@ -252,7 +275,31 @@ pub(crate) fn decode_log_key(bytes: &[u8]) -> Result<(RegionId, Seq), StoreError
 /// check that the value sits under its own key, and a format that follows
 /// [`LogEntry`] as it grows.
 pub(crate) fn encode_entry(entry: &LogEntry) -> Result<Vec<u8>, StoreError> {
-    encode("log entry", entry)
+    let mut out = Vec::with_capacity(256);
+    encode_entry_into(entry, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_entry`] into `out` (replacing its contents): the bytes
+/// `postcard` gives for the entry, written field by field. Returns where
+/// the delta's encoding starts in `out` (it runs to the checksum).
+fn encode_entry_into(entry: &LogEntry, out: &mut Vec<u8>) -> Result<usize, StoreError> {
+    let mut delta_at = 0;
+    envelope("log entry", out, |out| {
+        let mut w = Writer(out);
+        w.str(entry.origin.as_str());
+        w.u64(entry.seq.0);
+        w.u64(entry.hlc.0);
+        w.length(entry.deps.len());
+        for (origin, seq) in entry.deps.iter() {
+            w.str(origin.as_str());
+            w.u64(seq.0);
+        }
+        w.serde(&entry.key)?;
+        delta_at = out.len();
+        write_compact(&entry.delta, out)
+    })?;
+    Ok(delta_at)
 }
 
 /// Decodes the value stored at `(origin, seq)`.
@@ -287,7 +334,14 @@ pub(crate) fn decode_item_key(bytes: &[u8]) -> Result<ItemKey, StoreError> {
 
 /// Encodes an item state.
 pub(crate) fn encode_item(state: &ItemState) -> Result<Vec<u8>, StoreError> {
-    encode("item", state)
+    let mut out = Vec::with_capacity(256);
+    encode_item_into(state, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_item`] into `out` (replacing its contents).
+fn encode_item_into(state: &ItemState, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    envelope("item", out, |out| write_compact(state, out))
 }
 
 /// Decodes the item state stored at `key`.
@@ -580,12 +634,8 @@ impl Put {
     }
 }
 
-/// The puts of one commit, given the stored applied vector and HLC mark.
-///
-/// The applied vector and the mark never go backwards: the batch's are
-/// joined with the stored ones (so an empty batch changes nothing).
-/// Encoding happens here, before anything is written, so an unencodable
-/// batch fails without side effects.
+/// The puts of one commit, given the stored applied vector and HLC mark
+/// (see [`commit_writes`]), as a list.
 pub(crate) fn commit_puts(
     batch: &CommitBatch,
     stored_applied: &VersionVector,
@@ -594,39 +644,101 @@ pub(crate) fn commit_puts(
 ) -> Result<Vec<Put>, StoreError> {
     let mut puts =
         Vec::with_capacity(batch.entries.len() + batch.items.len() + 2 + batch.checkpoints.len());
-    for entry in &batch.entries {
-        puts.push(Put {
-            cf: Cf::Log,
-            key: log_key(&entry.origin, entry.seq),
-            value: encode_entry(entry)?,
-        });
+    commit_writes(
+        batch,
+        stored_applied,
+        stored_hlc,
+        stored_dead_letter_next,
+        |cf, key, value| {
+            puts.push(Put {
+                cf,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            });
+            Ok(())
+        },
+    )?;
+    Ok(puts)
+}
+
+/// The puts of one commit, given the stored applied vector and HLC mark,
+/// handed to `put` one by one as `(column family, key, value)`; the key
+/// and value slices are only valid during the call (the log entries and
+/// items, the bulk of a commit, are encoded into two reused buffers).
+///
+/// The applied vector and the mark never go backwards: the batch's are
+/// joined with the stored ones (so an empty batch changes nothing).
+/// Encoding happens here, before the caller writes anything, so an
+/// unencodable batch fails without side effects: `put` must only collect.
+pub(crate) fn commit_writes(
+    batch: &CommitBatch,
+    stored_applied: &VersionVector,
+    stored_hlc: Hlc,
+    stored_dead_letter_next: Option<u64>,
+    mut put: impl FnMut(Cf, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut key = Vec::with_capacity(64);
+    let mut value = Vec::with_capacity(512);
+    let mut item_value = Vec::new();
+    let mut shared = vec![false; batch.entries.len()];
+    for &i in &batch.items_from_entries {
+        match shared.get_mut(i) {
+            Some(s) => *s = true,
+            None => {
+                return Err(StoreError::Backend {
+                    op: "encode value",
+                    message: format!(
+                        "item from entry {i} of a batch of {} entries",
+                        batch.entries.len()
+                    ),
+                });
+            }
+        }
     }
-    for (key, state) in &batch.items {
-        puts.push(Put {
-            cf: Cf::Items,
-            key: key.encode(),
-            value: encode_item(state)?,
-        });
+    for (entry, shared) in batch.entries.iter().zip(shared) {
+        key.clear();
+        log_key_into(&entry.origin, entry.seq, &mut key);
+        let delta_at = encode_entry_into(entry, &mut value)?;
+        put(Cf::Log, &key, &value)?;
+        if shared {
+            // The entry's value ends with the delta's encoding: the item's
+            // is the same bytes in their own envelope.
+            let delta = &value[delta_at..value.len() - 4];
+            envelope("item", &mut item_value, |out| {
+                out.extend_from_slice(delta);
+                Ok(())
+            })?;
+            key.clear();
+            entry.key.encode_into(&mut key);
+            put(Cf::Items, &key, &item_value)?;
+        }
     }
+    for (item, state) in &batch.items {
+        key.clear();
+        item.encode_into(&mut key);
+        encode_item_into(state, &mut value)?;
+        put(Cf::Items, &key, &value)?;
+    }
+    let mut rest = Vec::new();
     let mut applied = stored_applied.clone();
     applied.join(&batch.applied);
     if applied != *stored_applied {
-        puts.push(Put::meta(
+        rest.push(Put::meta(
             META_APPLIED,
             encode_vector("applied vector", &applied)?,
         ));
     }
     if batch.hlc_mark > stored_hlc {
-        puts.push(Put::meta(META_HLC, encode_hlc(batch.hlc_mark)?));
+        rest.push(Put::meta(META_HLC, encode_hlc(batch.hlc_mark)?));
     }
     for (source, checkpoint) in &batch.checkpoints {
-        puts.push(Put::meta(
+        rest.push(Put::meta(
             &checkpoint_key(source),
             encode_checkpoint(checkpoint)?,
         ));
     }
     for (key, value) in &batch.side {
-        puts.push(Put {
+        rest.push(Put {
             cf: Cf::Side,
             key: key.clone(),
             value: encode("side state", value.as_slice())?,
@@ -636,9 +748,12 @@ pub(crate) fn commit_puts(
     for letter in &batch.dead_letters {
         let (id, letter_puts) = dead_letter_puts(next, letter)?;
         next = Some(id.0 + 1);
-        puts.extend(letter_puts);
+        rest.extend(letter_puts);
     }
-    Ok(puts)
+    for p in &rest {
+        put(p.cf, &p.key, &p.value)?;
+    }
+    Ok(())
 }
 
 /// Decodes a side-state value written by [`commit_puts`].

@@ -222,6 +222,13 @@ pub struct CommitBatch {
     pub entries: Vec<LogEntry>,
     /// New merged states of the items the entries touched.
     pub items: Vec<(ItemKey, ItemState)>,
+    /// Items whose new state is exactly the delta of one of `entries`
+    /// (typically an item written for the first time), by index into
+    /// `entries`: written under the entry's key with the entry's delta as
+    /// state, as if listed in `items`, without a second copy of the state.
+    /// An item is in `items` or here, not both; an index beyond `entries`
+    /// fails the commit.
+    pub items_from_entries: Vec<usize>,
     /// The applied vector after this batch, joined (pointwise maximum)
     /// into the stored one: the applied vector never goes backwards, and a
     /// batch may carry only the origins it advanced.

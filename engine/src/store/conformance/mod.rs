@@ -48,7 +48,8 @@ pub use reads::{
 pub use writes::{
     applied_and_hlc_never_go_backwards, commit_is_atomic_and_visible,
     concurrent_readers_see_whole_batches, empty_batch_changes_nothing,
-    failed_writes_leave_nothing_behind, side_state_and_dead_letters_commit_with_the_batch,
+    failed_writes_leave_nothing_behind, items_from_entries_are_written_as_their_deltas,
+    side_state_and_dead_letters_commit_with_the_batch,
 };
 
 use super::{Durability, LogStore};
@@ -100,6 +101,7 @@ macro_rules! store_conformance_tests {
             sync_writes_survive_reopen_and_crash,
             buffered_writes_survive_crash_once_synced,
             concurrent_readers_see_whole_batches,
+            items_from_entries_are_written_as_their_deltas,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -129,4 +131,5 @@ pub fn run_all<H: StoreHarness>(h: &mut H) {
     sync_writes_survive_reopen_and_crash(h);
     buffered_writes_survive_crash_once_synced(h);
     concurrent_readers_see_whole_batches(h);
+    items_from_entries_are_written_as_their_deltas(h);
 }

@@ -334,3 +334,56 @@ pub fn concurrent_readers_see_whole_batches<H: StoreHarness>(h: &mut H) {
         "every batch applied"
     );
 }
+
+/// Items given as entries' deltas (`items_from_entries`) are written like
+/// `items`, and kept across a reopen; an index beyond the entries fails the
+/// commit, which then leaves nothing behind.
+pub fn items_from_entries_are_written_as_their_deltas<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Sync);
+    let (a1, a2, b1) = (entry("a", 1), entry("a", 2), entry("b", 1));
+    let bad = CommitBatch {
+        entries: vec![a1.clone()],
+        items_from_entries: vec![1],
+        applied: vv(&[("a", 1)]),
+        ..CommitBatch::default()
+    };
+    assert!(
+        store.commit(&bad).is_err(),
+        "an item from an entry beyond the batch must fail the commit"
+    );
+    assert!(
+        ok(store.entries(&region("a"), Seq::ZERO, 10), "entries").is_empty()
+            && ok(store.applied(), "applied").is_empty(),
+        "a failed commit must leave nothing behind"
+    );
+    let batch = CommitBatch {
+        entries: vec![a1.clone(), a2.clone(), b1.clone()],
+        items: vec![(a1.key.clone(), a1.delta.clone())],
+        items_from_entries: vec![1, 2],
+        applied: vv(&[("a", 2), ("b", 1)]),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&batch), "commit");
+    let keys = [a1.key.clone(), a2.key.clone(), b1.key.clone()];
+    let expected = vec![
+        Some(a1.delta.clone()),
+        Some(a2.delta.clone()),
+        Some(b1.delta.clone()),
+    ];
+    assert_eq!(
+        ok(store.items(&keys), "items"),
+        expected,
+        "items from entries must read back as the entries' deltas"
+    );
+    let store = h.reopen(store);
+    assert_eq!(
+        ok(store.items(&keys), "items after reopen"),
+        expected,
+        "items from entries must survive a reopen"
+    );
+    assert_eq!(
+        ok(store.entries(&region("a"), Seq::ZERO, 10), "entries"),
+        vec![a1, a2],
+        "the entries are written as usual"
+    );
+}

@@ -591,3 +591,50 @@ fn entries_above_never_ships_beyond_the_durable_head() {
     let seqs: Vec<u64> = shipped.iter().map(|e| e.seq.0).collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// What a link ships is a prefix of the HLC order over everything the
+    /// peer lacks, however few entries each origin is read for: at least
+    /// one origin's share, never an entry that sorts after one left out.
+    #[test]
+    fn entries_above_is_a_prefix_of_the_hlc_order_of_what_is_lacking(
+        steps in proptest::collection::vec((0usize..3, 1usize..40, 0u64..3), 1..24),
+        have_fraction in proptest::collection::vec(0.0f64..1.2, 3),
+        limit in 1usize..400,
+    ) {
+        let clock = ManualClock::new(NOW);
+        let open = |r: &str| {
+            Log::open(MemStore::new(Durability::Sync), config(r), clock.clone()).expect("open")
+        };
+        let mut origins = [open("a"), open("b"), open("c")];
+        for (who, count, advance) in steps {
+            let changes: Vec<Change> = (0..count).map(|i| add(&format!("k{}", i % 7), 1)).collect();
+            origins[who].ingest(&changes, Vec::new()).expect("ingest");
+            clock.advance(Duration::from_millis(advance));
+        }
+        let mut collector = open("d");
+        for o in &origins {
+            let r = collector.apply_remote(&all_entries(o)).expect("apply");
+            proptest::prop_assert_eq!(r.stopped, None);
+        }
+        let head = collector.applied().clone();
+        let have: VersionVector = head
+            .iter()
+            .zip(&have_fraction)
+            .map(|((o, s), f)| (o.clone(), Seq(((s.0 as f64) * f).min(s.0 as f64) as u64)))
+            .collect();
+        let mut lacking: Vec<LogEntry> = all_entries(&collector)
+            .into_iter()
+            .filter(|e| e.seq > have.get(&e.origin))
+            .collect();
+        lacking.sort_by(|a, b| (a.hlc, &a.origin, a.seq).cmp(&(b.hlc, &b.origin, b.seq)));
+        let got = tributary_engine::store::entries_above(collector.store(), &head, &have, limit)
+            .expect("read");
+        let at_least = lacking.len().min(limit.min(tributary_engine::store::MIN_SHARE));
+        proptest::prop_assert!(got.len() >= at_least, "{} entries, wanted at least {at_least}", got.len());
+        proptest::prop_assert!(got.len() <= limit);
+        proptest::prop_assert_eq!(&got[..], &lacking[..got.len()]);
+    }
+}

@@ -487,31 +487,59 @@ impl<T: LogStore + ?Sized> LogStore for std::sync::Arc<T> {
 }
 
 /// Up to `limit` entries the holder of `have` lacks, from every origin of
-/// `head` and not beyond it (a durable applied vector), in HLC order — which respects causality, so a receiver can apply
-/// them in the order given (what a peer link ships). An origin whose next
-/// entry was truncated yields entries starting above the gap: the caller
-/// detects that from `log_start`.
+/// `head` and not beyond it (a durable applied vector), in HLC order —
+/// which respects causality, so a receiver can apply them in the order
+/// given (what a peer link ships). The result is always a prefix of that
+/// order over everything lacking, at least one entry long when anything
+/// is lacking. An origin whose next entry was truncated yields entries
+/// starting above the gap: the caller detects that from `log_start`.
+///
+/// Each lacking origin is read for its share of `limit` (at least
+/// [`MIN_SHARE`]), not for all of it: the merge then keeps the entries that
+/// sort at or before the earliest last entry of an origin that may have
+/// more (later ones could interleave with entries not read). With n
+/// origins behind, that decodes about `limit` entries instead of
+/// `n × limit` and drops none of them in the common case.
 pub fn entries_above(
     store: &impl LogStore,
     head: &VersionVector,
     have: &VersionVector,
     limit: usize,
 ) -> Result<Vec<LogEntry>, StoreError> {
+    let lacking: Vec<(&RegionId, Seq)> = head
+        .iter()
+        .filter(|(origin, h)| *h > have.get(origin))
+        .collect();
+    if lacking.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let share = limit.div_ceil(lacking.len()).max(MIN_SHARE).min(limit);
     let mut out = Vec::new();
-    for (origin, h) in head.iter() {
-        if h > have.get(origin) {
-            // Never beyond `head`: the store may hold commits that are not
-            // durable yet (group commit); shipping one that a crash then
-            // loses would let the origin reuse its seq for another change.
-            out.extend(
-                store
-                    .entries(origin, have.get(origin), limit)?
-                    .into_iter()
-                    .take_while(|e| e.seq <= h),
-            );
+    // The sort key of the earliest last entry of an origin read short of
+    // its end: entries above it may be missing from `out`.
+    let mut frontier: Option<(Hlc, RegionId, Seq)> = None;
+    for (origin, h) in lacking {
+        // Never beyond `head`: the store may hold commits that are not
+        // durable yet (group commit); shipping one that a crash then loses
+        // would let the origin reuse its seq for another change.
+        let read = store.entries(origin, have.get(origin), share)?;
+        let complete = read.len() < share || read.last().is_some_and(|e| e.seq >= h);
+        let before = out.len();
+        out.extend(read.into_iter().take_while(|e| e.seq <= h));
+        if !complete && let Some(last) = out[before..].last() {
+            let key = (last.hlc, last.origin.clone(), last.seq);
+            if frontier.as_ref().is_none_or(|f| key < *f) {
+                frontier = Some(key);
+            }
         }
     }
-    out.sort_by_key(|e| (e.hlc, e.origin.clone(), e.seq));
+    out.sort_by(|a, b| (a.hlc, &a.origin, a.seq).cmp(&(b.hlc, &b.origin, b.seq)));
+    if let Some((hlc, origin, seq)) = frontier {
+        out.retain(|e| (e.hlc, &e.origin, e.seq) <= (hlc, &origin, seq));
+    }
     out.truncate(limit);
     Ok(out)
 }
+
+/// The fewest entries [`entries_above`] reads from an origin at a time.
+pub const MIN_SHARE: usize = 64;

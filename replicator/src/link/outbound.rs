@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 use tributary_engine::change::LogEntry;
-use tributary_engine::ids::{RegionId, VersionVector};
+use tributary_engine::ids::{RegionId, Seq, VersionVector};
 
 /// Limits of one link's batching and window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,14 +166,28 @@ impl Outbound {
         entries: Vec<LogEntry>,
         size_of: impl Fn(&LogEntry) -> usize,
     ) -> Option<Batch> {
+        let (id, entries) = self.pack_with(entries, |e| (&e.origin, e.seq), size_of)?;
+        Some(Batch { id, entries })
+    }
+
+    /// [`Outbound::pack`] over any form of the entries (e.g. already
+    /// encoded for the wire, so each is encoded once): `id_of` gives an
+    /// entry's origin and seq. Returns the batch's id and its entries.
+    pub fn pack_with<E>(
+        &mut self,
+        entries: Vec<E>,
+        id_of: impl Fn(&E) -> (&RegionId, Seq),
+        size_of: impl Fn(&E) -> usize,
+    ) -> Option<(BatchId, Vec<E>)> {
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         let mut sent = self.sent.clone();
         for e in entries {
-            if e.seq <= sent.get(&e.origin) {
+            let (origin, seq) = id_of(&e);
+            if seq <= sent.get(origin) {
                 continue;
             }
-            if e.seq != sent.get(&e.origin).next() {
+            if seq != sent.get(origin).next() {
                 // Not contiguous with what was sent: the log was read from
                 // a stale vector. Stop here; the rest is read again.
                 break;
@@ -185,7 +199,7 @@ impl Outbound {
                 break;
             }
             bytes += size;
-            sent.set(e.origin.clone(), e.seq);
+            sent.set(origin.clone(), seq);
             batch.push(e);
         }
         if batch.is_empty() {
@@ -195,7 +209,7 @@ impl Outbound {
         self.next_id += 1;
         self.sent = sent.clone();
         self.in_flight.push_back(InFlight { id, upto: sent });
-        Some(Batch { id, entries: batch })
+        Some((id, batch))
     }
 
     /// The peer acknowledged batch `id` with its applied vector.

@@ -29,7 +29,7 @@ use tributary_proto::v1::ship_message::Body as ShipBody;
 use super::core::{Core, Link, lock, now_millis};
 use crate::link::{Backoff, BatchId};
 use crate::wire::{
-    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_to_wire,
+    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck,
     entry_to_wire, snapshot_to_wire,
 };
 
@@ -310,15 +310,21 @@ async fn fill_window(
             return Ok(());
         };
         let store = Arc::clone(&core.store);
-        let entries =
-            tokio::task::spawn_blocking(move || entries_above(&store, &head, &have, limit))
-                .await??;
-        let batch = {
-            let mut s = lock(&link.state);
-            s.outbound
-                .pack(entries, |e| entry_to_wire(e).map_or(0, |w| w.encoded_len()))
-        };
-        let Some(batch) = batch else {
+        // Read and encoded for the wire off the async workers, each entry
+        // once: its encoded size packs the batch, its encoding is sent.
+        let entries = tokio::task::spawn_blocking(move || {
+            entries_above(&store, &head, &have, limit)?
+                .into_iter()
+                .map(|e| Ok((e.origin.clone(), e.seq, entry_to_wire(&e)?)))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await??;
+        let batch = lock(&link.state).outbound.pack_with(
+            entries,
+            |(origin, seq, _)| (origin, *seq),
+            |(_, _, wire)| wire.encoded_len(),
+        );
+        let Some((id, entries)) = batch else {
             // Nothing contiguous to send although the peer lacks entries:
             // this log no longer has the next ones — truncated, or skipped
             // by a snapshot this node installed while the link was up. Only
@@ -334,7 +340,10 @@ async fn fill_window(
             }
             return Ok(());
         };
-        let wire = batch_to_wire(&batch)?;
+        let wire = pb::Batch {
+            id: id.0,
+            entries: entries.into_iter().map(|(_, _, wire)| wire).collect(),
+        };
         core.metrics
             .batches_sent
             .with_label_values(peer_label)
@@ -342,7 +351,7 @@ async fn fill_window(
         core.metrics
             .entries_sent
             .with_label_values(peer_label)
-            .inc_by(batch.entries.len() as u64);
+            .inc_by(wire.entries.len() as u64);
         core.metrics
             .bytes_sent
             .with_label_values(peer_label)

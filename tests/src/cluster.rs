@@ -278,6 +278,19 @@ impl Node {
         });
     }
 
+    /// Waits until the sink named `sink` in `replctl status` (e.g.
+    /// `sink:dynamodb:carts`) has nothing left to write.
+    pub fn wait_sink_idle(&self, sink: &str) {
+        wait_for("the sinks to have nothing left to write", DEADLINE, || {
+            let s = self.status();
+            if s["sinks"][sink]["backlog"] == serde_json::json!(0) {
+                Ok(Some(()))
+            } else {
+                Err(s["sinks"].to_string())
+            }
+        });
+    }
+
     /// A node whose config file is `text`, with files named `name` in
     /// `dir` (not started; see [`Node::launch`]).
     pub fn custom(dir: &Path, name: &str, region: &str, port: u16, text: &str) -> Self {
@@ -686,5 +699,21 @@ impl Drop for Cluster {
         for n in &mut self.nodes {
             n.kill9();
         }
+    }
+}
+
+/// Asserts that each of `regions` advanced its own log by exactly one entry
+/// between the applied vectors `before` and `after` (`replctl status`'s
+/// `applied`): the sidecar tests' barrier write, with no echo of a sink's
+/// write taken back in as a local change.
+pub fn assert_each_origin_advanced_once(regions: &[&str], before: &Value, after: &Value) {
+    for region in regions {
+        let (x, y) = (before[*region].as_u64(), after[*region].as_u64());
+        assert_eq!(
+            y,
+            x.map(|x| x + 1),
+            "origin {region}: log went from {x:?} to {y:?}; only the barrier write was expected \
+             (before {before}, after {after})"
+        );
     }
 }

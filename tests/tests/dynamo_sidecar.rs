@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 use tributary_replicator::dynamo::convert::from_sdk;
-use tributary_tests::cluster::{Cluster, DEADLINE, Node, wait_for};
+use tributary_tests::cluster::{
+    Cluster, DEADLINE, Node, assert_each_origin_advanced_once, wait_for,
+};
 use tributary_tests::moto::{Moto, create_table};
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
@@ -337,26 +339,10 @@ fn concurrent_writes_in_two_regions_merge_in_both_tables_without_echo() {
         .cluster
         .wait_converged("the nodes to converge after the barrier");
     for node in world.nodes() {
-        wait_for("the sinks to have nothing left to write", DEADLINE, || {
-            let s = node.status();
-            let backlog = s["sinks"]["sink:dynamodb:carts"]["backlog"].clone();
-            if backlog == json!(0) {
-                Ok(Some(()))
-            } else {
-                Err(s["sinks"].to_string())
-            }
-        });
+        node.wait_sink_idle("sink:dynamodb:carts");
     }
     let after = a.status()["applied"].clone();
-    for region in REGIONS {
-        let (x, y) = (before[region].as_u64(), after[region].as_u64());
-        assert_eq!(
-            y,
-            x.map(|x| x + 1),
-            "origin {region}: log went from {x:?} to {y:?}; only the barrier write was expected \
-             (before {before}, after {after})"
-        );
-    }
+    assert_each_origin_advanced_once(&REGIONS, &before, &after);
     for node in world.nodes() {
         let s = node.status();
         let source = &s["sources"]["dynamodb-streams:carts"];

@@ -3,7 +3,9 @@
 //! slot) and sink; the applications write with SQL.
 
 use serde_json::{Value, json};
-use tributary_tests::cluster::{Cluster, DEADLINE, Node, wait_for};
+use tributary_tests::cluster::{
+    Cluster, DEADLINE, Node, assert_each_origin_advanced_once, wait_for,
+};
 use tributary_tests::postgres::Postgres;
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
@@ -125,14 +127,7 @@ impl World {
     /// Waits until both sinks have nothing left to write.
     fn wait_sinks_idle(&self) {
         for node in self.nodes() {
-            wait_for("the sinks to have nothing left to write", DEADLINE, || {
-                let s = node.status();
-                if s["sinks"]["sink:postgres:carts"]["backlog"] == json!(0) {
-                    Ok(Some(()))
-                } else {
-                    Err(s["sinks"].to_string())
-                }
-            });
+            node.wait_sink_idle("sink:postgres:carts");
         }
     }
 
@@ -222,14 +217,7 @@ fn concurrent_sql_writes_in_two_clusters_merge_in_both_tables_without_echo() {
         .wait_converged("the nodes to converge after the barrier");
     world.wait_sinks_idle();
     let after = a.status()["applied"].clone();
-    for region in REGIONS {
-        let (x, y) = (before[region].as_u64(), after[region].as_u64());
-        assert_eq!(
-            y,
-            x.map(|x| x + 1),
-            "origin {region}: log went from {x:?} to {y:?} (before {before}, after {after})"
-        );
-    }
+    assert_each_origin_advanced_once(&REGIONS, &before, &after);
     for node in world.nodes() {
         let s = node.status();
         let slot = format!("postgres:tributary_{}", node.region.replace('-', "_"));

@@ -97,7 +97,6 @@ impl Postgres {
         }
         let data = dir.path().join("data");
         let log = dir.path().join("postgres.log");
-        let port = free_port();
 
         let out = run(as_user(&run_as, &tool("initdb")?)
             .arg("--pgdata")
@@ -114,20 +113,36 @@ impl Postgres {
             std::fs::read_to_string(&conf).with_context(|| format!("read {}", conf.display()))?;
         settings.push_str(SETTINGS);
         settings.push_str(&format!(
-            "port = {port}\nunix_socket_directories = '{}'\n",
+            "unix_socket_directories = '{}'\n",
             dir.path().display()
         ));
-        std::fs::write(&conf, settings).with_context(|| format!("write {}", conf.display()))?;
-
         let mut pg = Postgres {
-            port,
+            port: 0,
             data,
             log,
             run_as,
             child: None,
             _dir: dir,
         };
-        pg.spawn()?;
+        // A free port can be taken by another test's server between the
+        // probe and the bind: then this server exits, and another port is
+        // tried (the file's last `port` line wins).
+        for attempt in 1.. {
+            pg.port = free_port();
+            settings.push_str(&format!("port = {}\n", pg.port));
+            std::fs::write(&conf, &settings)
+                .with_context(|| format!("write {}", conf.display()))?;
+            match pg.spawn() {
+                Ok(()) => break,
+                Err(e) if attempt < 5 && pg.log().contains("could not bind") => {
+                    eprintln!(
+                        "postgres: port {} was taken ({e:#}); trying another",
+                        pg.port
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(pg)
     }
 
@@ -231,8 +246,11 @@ impl Postgres {
                     self.log_tail()
                 );
             }
-            match self.psql("postgres", "SELECT 1") {
-                Ok(_) => return Ok(()),
+            // The port may answer for another test's server (this one then
+            // fails to bind it and exits): only its own data dir counts.
+            match self.psql("postgres", "SHOW data_directory") {
+                Ok(dir) if same_dir(Path::new(dir.trim()), &self.data) => return Ok(()),
+                Ok(dir) => last = format!("port {} is served from {}", self.port, dir.trim()),
                 Err(e) => last = format!("{e:#}"),
             }
             if Instant::now() >= end {
@@ -399,4 +417,12 @@ fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr).trim(),
         String::from_utf8_lossy(&out.stdout).trim()
     )
+}
+
+/// Whether two paths name the same directory (symbolic links resolved).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }

@@ -81,6 +81,15 @@ impl ItemKey {
         })
     }
 
+    /// Roughly how many bytes the key occupies in memory, allocations
+    /// included (see [`crate::crdt::ItemState::memory_estimate`]).
+    pub(crate) fn memory_estimate(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.table.as_str().len()
+            + scalar_len(&self.partition)
+            + self.sort.as_ref().map_or(0, scalar_len)
+    }
+
     /// The table.
     pub fn table(&self) -> &TableName {
         &self.table

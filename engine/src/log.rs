@@ -13,6 +13,8 @@
 //! every lower one is there too (or was truncated after all peers had it);
 //! an item's stored state is the join of every applied entry for it.
 
+mod item_cache;
+
 use std::time::Duration;
 
 use crate::change::{Change, LogEntry};
@@ -22,6 +24,8 @@ use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 use crate::schema::Schemas;
 use crate::store::{Checkpoint, CommitBatch, DeadLetter, Durability, LogStore, StoreError};
+use item_cache::ItemCache;
+pub use item_cache::ItemCacheStats;
 
 /// Why one local change was refused (the rest of its batch goes on). For a
 /// source record this means "dead-letter it".
@@ -100,6 +104,15 @@ pub struct LogConfig {
     pub schemas: Schemas,
     /// How far ahead of the local clock a remote timestamp may be.
     pub max_clock_skew: Duration,
+    /// Budget of the in-memory cache of merged item states, in bytes (0
+    /// turns it off). Merging into a cached state skips the store read and
+    /// the decode; see [`LogConfig::DEFAULT_ITEM_CACHE_BYTES`].
+    pub item_cache_bytes: usize,
+}
+
+impl LogConfig {
+    /// The item cache's default budget: 64 MiB.
+    pub const DEFAULT_ITEM_CACHE_BYTES: usize = 64 << 20;
 }
 
 /// What a source commits beside its changes (see [`Log::ingest_with`]).
@@ -119,6 +132,7 @@ pub struct Log<S, C> {
     config: LogConfig,
     hlc: HybridClock<C>,
     applied: VersionVector,
+    items: ItemCache,
 }
 
 impl<S: LogStore, C: Clock> Log<S, C> {
@@ -127,6 +141,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         let applied = store.applied()?;
         let hlc = HybridClock::new(clock, store.hlc_mark()?, config.max_clock_skew);
         Ok(Self {
+            items: ItemCache::new(config.item_cache_bytes),
             store,
             config,
             hlc,
@@ -167,6 +182,11 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     /// A fresh HLC reading (e.g. for heartbeats).
     pub fn now(&mut self) -> Hlc {
         self.hlc.now()
+    }
+
+    /// What the item cache saved since the log opened, and its size.
+    pub fn item_cache_stats(&self) -> ItemCacheStats {
+        self.items.stats()
     }
 
     /// The merged state of an item.
@@ -369,7 +389,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         for (key, state) in items {
             slot(&mut slots, key).state.join(state);
         }
-        let batch = CommitBatch {
+        let mut batch = CommitBatch {
             items: slots
                 .into_iter()
                 .filter(|s| !s.state.is_bottom())
@@ -379,7 +399,9 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             hlc_mark: self.hlc.high_water(),
             ..CommitBatch::default()
         };
-        self.store.commit(&batch)
+        let committed = self.store.commit(&batch);
+        self.settle_items(&mut batch, &committed);
+        committed
     }
 
     /// Ends a snapshot whose items reflect every entry up to `snapshot`:
@@ -423,22 +445,57 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         Ok(upto)
     }
 
-    /// Current states of the given items (each loaded once), sorted by key.
-    fn load<'k>(&self, keys: impl Iterator<Item = &'k ItemKey>) -> Result<Vec<Slot>, StoreError> {
+    /// Current states of the given items (each loaded once), sorted by key:
+    /// taken from the item cache, or read from the store. Every slot must
+    /// then go through [`Log::commit`] (or [`Log::settle_items`]), which
+    /// puts the states back or forgets them.
+    fn load<'k>(
+        &mut self,
+        keys: impl Iterator<Item = &'k ItemKey>,
+    ) -> Result<Vec<Slot>, StoreError> {
         let mut unique: Vec<ItemKey> = keys.cloned().collect();
         unique.sort();
         unique.dedup();
-        let found = self.store.items(&unique)?;
+        let cached: Vec<Option<ItemState>> = unique.iter().map(|k| self.items.take(k)).collect();
+        let missing: Vec<ItemKey> = unique
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut found = match self.store.items(&missing) {
+            Ok(found) => found.into_iter(),
+            Err(e) => {
+                for (key, _) in unique.iter().zip(&cached).filter(|(_, c)| c.is_some()) {
+                    self.items.forget(key);
+                }
+                return Err(e);
+            }
+        };
         Ok(unique
             .into_iter()
-            .zip(found)
-            .map(|(key, state)| Slot {
+            .zip(cached)
+            .map(|(key, cached)| Slot {
                 key,
-                state: state.unwrap_or_default(),
+                state: cached
+                    .or_else(|| found.next().flatten())
+                    .unwrap_or_default(),
                 touched: false,
                 from_entry: None,
             })
             .collect())
+    }
+
+    /// After a commit of `batch`'s items: on success they are the items'
+    /// states, cached; on failure the cache forgets them (their stored
+    /// states are whatever the store kept).
+    fn settle_items(&mut self, batch: &mut CommitBatch, committed: &Result<(), StoreError>) {
+        for (key, state) in batch.items.drain(..) {
+            match committed {
+                Ok(()) => self.items.put(key, state),
+                Err(_) => self.items.forget(&key),
+            }
+        }
     }
 
     /// Commits `batch` with the states of the items its entries touched.
@@ -450,23 +507,29 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     ) -> Result<(), StoreError> {
         // A bottom state (e.g. the delete of an item never seen) holds no
         // information and, contexts only growing, never replaces a stored one.
-        for s in slots.into_iter().filter(|s| s.touched) {
+        for s in slots {
+            if !s.touched {
+                // Unchanged: back into the cache as it was.
+                self.items.put(s.key, s.state);
+                continue;
+            }
             match s.from_entry {
                 Some(i) => {
+                    // A new item (not cached: see `item_cache`).
+                    self.items.forget(&s.key);
                     if batch.entries.get(i).is_some_and(|e| !e.delta.is_bottom()) {
                         batch.items_from_entries.push(i);
                     }
                 }
-                None => {
-                    if !s.state.is_bottom() {
-                        batch.items.push((s.key, s.state));
-                    }
-                }
+                None if s.state.is_bottom() => self.items.forget(&s.key),
+                None => batch.items.push((s.key, s.state)),
             }
         }
         batch.applied = applied.clone();
         batch.hlc_mark = self.hlc.high_water();
-        self.store.commit(&batch)?;
+        let committed = self.store.commit(&batch);
+        self.settle_items(&mut batch, &committed);
+        committed?;
         self.applied = applied;
         Ok(())
     }

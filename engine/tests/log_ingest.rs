@@ -58,6 +58,7 @@ fn config(r: &str) -> LogConfig {
         region: region(r),
         schemas: schemas(),
         max_clock_skew: Duration::from_secs(10),
+        item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
     }
 }
 

@@ -82,6 +82,7 @@ pub fn open_log(dir: &Path) -> Result<Log<RocksStore, SystemClock>> {
         region: region(),
         schemas: [schema()].into_iter().collect::<Schemas>(),
         max_clock_skew: Duration::from_secs(30),
+        item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
     };
     Ok(Log::open(store, config, SystemClock)?)
 }

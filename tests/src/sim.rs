@@ -43,6 +43,8 @@ use tributary_replicator::link::{BatchId, Outbound, OutboundLimits};
 const TICK_MS: u64 = 10;
 /// Simulated wall-clock start.
 const EPOCH_MS: u64 = 1_750_000_000_000;
+/// The logs' item cache budget: small, so runs evict as well as hit.
+const SIM_ITEM_CACHE_BYTES: usize = 16 * 1024;
 
 /// Knobs of one run.
 #[derive(Debug, Clone)]
@@ -284,6 +286,7 @@ fn open(store: &MemStore, id: &RegionId, clock: &ManualClock) -> Log<MemStore, M
         region: id.clone(),
         schemas: schemas(),
         max_clock_skew: Duration::from_secs(30),
+        item_cache_bytes: SIM_ITEM_CACHE_BYTES,
     };
     Log::open(store.clone(), config, clock.clone()).expect("open the log")
 }

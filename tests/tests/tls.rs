@@ -391,6 +391,7 @@ fn entry_of(region: &str) -> tributary_engine::change::LogEntry {
         region: region.clone(),
         schemas: [schema].into_iter().collect(),
         max_clock_skew: std::time::Duration::from_secs(30),
+        item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
     };
     let mut log = Log::open(
         MemStore::new(Durability::Buffered),

@@ -203,6 +203,7 @@ fn engine(dir: &Path, args: &Args, keys: u64) -> Result<(Phase, RocksStore)> {
         region: RegionId::new("bench-1")?,
         schemas: [schema].into_iter().collect::<Schemas>(),
         max_clock_skew: Duration::from_secs(30),
+        item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
     };
     let mut log = Log::open(store, config, SystemClock)?;
     reset_peak_rss();

@@ -19,6 +19,11 @@ pub struct CausalContext {
 }
 
 impl CausalContext {
+    /// How many vector entries and cloud dots it holds (a size estimate).
+    pub(crate) fn entries(&self) -> usize {
+        self.vv.len() + self.cloud.len()
+    }
+
     /// The empty context.
     pub fn new() -> Self {
         Self::default()

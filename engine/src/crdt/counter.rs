@@ -40,6 +40,11 @@ fn get(map: &BTreeMap<RegionId, u128>, r: &RegionId) -> u128 {
 }
 
 impl CounterState {
+    /// How many per-region contributions it records (a size estimate).
+    pub(crate) fn entries(&self) -> usize {
+        self.inc.len() + self.dec.len() + self.base_inc.len() + self.base_dec.len()
+    }
+
     /// Joins `other` into `self` (pointwise maximum).
     pub fn join(&mut self, other: &CounterState) {
         join_max(&mut self.inc, &other.inc);

@@ -265,6 +265,8 @@ impl NodeConfig {
             region: self.region.clone(),
             schemas: self.schemas()?,
             max_clock_skew: self.storage.max_clock_skew,
+            item_cache_bytes: usize::try_from(self.storage.item_cache.as_u64())
+                .unwrap_or(usize::MAX),
         })
     }
 }

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::Deserialize;
+use tributary_engine::log::LogConfig;
 use tributary_engine::store::Durability;
 
 use super::error::Problem;
-use super::values::{duration, format_duration};
+use super::values::{duration, format_duration, format_size, size};
 
 /// When the node acknowledges a write relative to its fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -54,6 +56,10 @@ pub struct StorageConfig {
     /// entries are refused (and retried later).
     #[serde(deserialize_with = "duration")]
     pub max_clock_skew: Duration,
+    /// Memory for decoded item states kept between commits ("0" turns the
+    /// cache off): a merge into a cached item skips the store read.
+    #[serde(deserialize_with = "size")]
+    pub item_cache: ByteSize,
 }
 
 impl Default for StorageConfig {
@@ -62,6 +68,7 @@ impl Default for StorageConfig {
             sync: SyncMode::Always,
             group_commit_interval: Duration::from_millis(5),
             max_clock_skew: Duration::from_secs(30),
+            item_cache: ByteSize::b(LogConfig::DEFAULT_ITEM_CACHE_BYTES as u64),
         }
     }
 }
@@ -76,6 +83,7 @@ impl StorageConfig {
                 format_duration(self.group_commit_interval),
             ),
             ("max_clock_skew", format_duration(self.max_clock_skew)),
+            ("item_cache", format_size(self.item_cache)),
         ]
     }
 

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub writer_queue: IntGauge,
     /// Jobs (commits) per fsync of the group commit.
     pub group_commit_jobs: Histogram,
+    /// The log's item-state cache lookups, by outcome (`hit`, `miss`).
+    pub item_cache_lookups: IntCounterVec,
+    /// Estimated bytes of item states in the log's cache.
+    pub item_cache_bytes: IntGauge,
     /// Source records by outcome (`ingested`, `echo`, `duplicate`,
     /// `dead_letter`), per source.
     pub source_records: IntCounterVec,
@@ -182,7 +186,22 @@ impl Metrics {
         registry
             .register(Box::new(group_commit_jobs.clone()))
             .expect("metric");
+        let item_cache_bytes = IntGauge::new(
+            "item_cache_bytes",
+            "Estimated bytes of decoded item states the log keeps between commits",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(item_cache_bytes.clone()))
+            .expect("metric");
         Self {
+            item_cache_lookups: counter(
+                &registry,
+                "item_cache_lookups_total",
+                "Item states the log looked up in its cache before a merge, by outcome",
+                &["outcome"],
+            ),
+            item_cache_bytes,
             peer_penalties,
             lag_seconds,
             lag_records,

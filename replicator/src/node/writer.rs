@@ -169,6 +169,7 @@ fn run(
     metrics: &Metrics,
 ) {
     let buffered = log.store().durability() == Durability::Buffered;
+    let mut cache_seen = log.item_cache_stats();
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut jobs = vec![first];
@@ -232,6 +233,18 @@ fn run(
             moved
         });
         let elapsed = started.elapsed().as_secs_f64();
+        let cache = log.item_cache_stats();
+        let lookups = &metrics.item_cache_lookups;
+        lookups
+            .with_label_values(&["hit"])
+            .inc_by(cache.hits - cache_seen.hits);
+        lookups
+            .with_label_values(&["miss"])
+            .inc_by(cache.misses - cache_seen.misses);
+        metrics
+            .item_cache_bytes
+            .set(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
+        cache_seen = cache;
         metrics.group_commit_jobs.observe(count as f64);
         if applies > 0 {
             metrics.apply_seconds.observe(elapsed);

@@ -1,0 +1,158 @@
+//! The log's item cache changes nothing but speed: a log with it (budgets
+//! small enough to evict) and one without, fed the same local changes,
+//! remote entries and failed commits, hold the same items after every step.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tributary_engine::change::{Change, Op};
+use tributary_engine::clock::ManualClock;
+use tributary_engine::ids::{AttrName, RegionId, TableName};
+use tributary_engine::key::ItemKey;
+use tributary_engine::log::{Log, LogConfig};
+use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
+use tributary_engine::store::{Durability, MemStore};
+use tributary_engine::value::{AttrValue, Scalar};
+
+const NOW: u64 = 1_700_000_000_000;
+const KEYS: usize = 4;
+
+type MemLog = Log<MemStore, ManualClock>;
+
+fn attr(s: &str) -> AttrName {
+    AttrName::new(s).expect("attr")
+}
+
+fn key(i: usize) -> ItemKey {
+    ItemKey::new(
+        TableName::new("carts").expect("table"),
+        Scalar::S(format!("k{i}")),
+        None,
+    )
+    .expect("key")
+}
+
+fn open(region: &str, cache: usize) -> MemLog {
+    let table = TableSchema::new(TableName::new("carts").expect("table"), attr("pk"), None)
+        .and_then(|s| s.with_policy(attr("qty"), MergePolicy::Counter))
+        .and_then(|s| s.with_policy(attr("tags"), MergePolicy::Set))
+        .expect("schema");
+    let config = LogConfig {
+        region: RegionId::new(region).expect("region"),
+        schemas: [table].into_iter().collect::<Schemas>(),
+        max_clock_skew: Duration::from_secs(10),
+        item_cache_bytes: cache,
+    };
+    Log::open(
+        MemStore::new(Durability::Sync),
+        config,
+        ManualClock::new(NOW),
+    )
+    .expect("open")
+}
+
+/// One step of the workload.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Local changes on both logs under test.
+    Local(Vec<(usize, u8)>),
+    /// Changes at the remote region.
+    Remote(Vec<(usize, u8)>),
+    /// Both logs under test apply what the remote region has.
+    Deliver,
+    /// The next commit of both logs under test fails; then the store
+    /// recovers (as after a restart of the store, the log kept).
+    FailNext,
+}
+
+fn change(k: usize, op: u8) -> Change {
+    let op = match op % 6 {
+        0 => Op::Set {
+            attr: attr("name"),
+            value: AttrValue::S(format!("n{op}")),
+        },
+        1 => Op::Add {
+            attr: attr("qty"),
+            amount: i128::from(op),
+        },
+        2 => Op::AddToSet {
+            attr: attr("tags"),
+            elements: vec![Scalar::S(format!("t{}", op % 3))],
+        },
+        3 => Op::RemoveFromSet {
+            attr: attr("tags"),
+            elements: vec![Scalar::S(format!("t{}", op % 3))],
+        },
+        4 => Op::Remove { attr: attr("name") },
+        _ => Op::Delete,
+    };
+    Change {
+        key: key(k),
+        ops: vec![op],
+        source_millis: None,
+    }
+}
+
+fn changes(spec: &[(usize, u8)]) -> Vec<Change> {
+    spec.iter().map(|&(k, op)| change(k, op)).collect()
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let batch = || prop::collection::vec((0..KEYS, any::<u8>()), 1..6);
+    prop_oneof![
+        4 => batch().prop_map(Step::Local),
+        3 => batch().prop_map(Step::Remote),
+        2 => Just(Step::Deliver),
+        1 => Just(Step::FailNext),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_cached_log_holds_the_same_items_as_an_uncached_one(
+        budget in prop_oneof![Just(400usize), Just(2_000), Just(1 << 20)],
+        steps in prop::collection::vec(step(), 1..40),
+    ) {
+        let mut remote = open("eu-west-1", 0);
+        let mut cached = open("us-east-1", budget);
+        let mut plain = open("us-east-1", 0);
+        for (i, step) in steps.iter().enumerate() {
+            let mut results = Vec::new();
+            for log in [&mut cached, &mut plain] {
+                match step {
+                    Step::Local(spec) => {
+                        results.push(log.ingest(&changes(spec), Vec::new()).map(|r| r.outcomes.len()));
+                    }
+                    Step::Deliver => {
+                        let from = log.applied().get(remote.region());
+                        let entries = remote.entries(remote.region(), from, usize::MAX).expect("read");
+                        results.push(log.apply_remote(&entries).map(|r| r.applied));
+                    }
+                    Step::FailNext => log.store().fail_next_write(),
+                    Step::Remote(_) => {}
+                }
+            }
+            if let Step::Remote(spec) = step {
+                remote.ingest(&changes(spec), Vec::new()).expect("remote ingest");
+            }
+            prop_assert_eq!(results.first().map(Result::is_ok), results.last().map(Result::is_ok));
+            if results.iter().any(Result::is_err) {
+                cached.store().crash();
+                plain.store().crash();
+            }
+            prop_assert_eq!(cached.applied(), plain.applied(), "step {}: {:?}", i, step);
+            for k in 0..KEYS {
+                prop_assert_eq!(
+                    cached.item(&key(k)).expect("read"),
+                    plain.item(&key(k)).expect("read"),
+                    "step {}: {:?}, item k{}", i, step, k
+                );
+            }
+        }
+        let stats = cached.item_cache_stats();
+        prop_assert!(stats.bytes <= stats.capacity, "{:?}", stats);
+        prop_assert_eq!(plain.item_cache_stats().hits, 0);
+    }
+}

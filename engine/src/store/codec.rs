@@ -27,10 +27,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
+use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, EncodedEntry, StoreError};
 use crate::change::LogEntry;
 use crate::crdt::{ItemState, Writer, write_compact};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
@@ -153,37 +153,43 @@ pub(crate) fn decode<T: DeserializeOwned>(
     key: impl FnOnce() -> String,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    let corrupt = |key: String, reason: String| StoreError::Corrupt { what, key, reason };
+    let reason = match open_envelope(bytes).map(postcard::take_from_bytes::<T>) {
+        Ok(Ok((value, []))) => return Ok(value),
+        Ok(Ok((_, rest))) => format!("{} trailing bytes after the value", rest.len()),
+        Ok(Err(e)) => format!("payload does not decode: {e}"),
+        Err(reason) => reason,
+    };
+    Err(StoreError::Corrupt {
+        what,
+        key: key(),
+        reason,
+    })
+}
+
+/// The payload of a value written by [`envelope`], its length, checksum and
+/// format version checked; or what is wrong with it.
+fn open_envelope(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < ENVELOPE_BYTES {
-        return Err(corrupt(
-            key(),
-            format!("{} bytes is shorter than the envelope", bytes.len()),
+        return Err(format!(
+            "{} bytes is shorter than the envelope",
+            bytes.len()
         ));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     let actual = crc32fast::hash(body);
     if stored != actual {
-        return Err(corrupt(
-            key(),
-            format!("checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"),
+        return Err(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
         ));
     }
     let (version, payload) = (body[0], &body[1..]);
     if version != FORMAT_VERSION {
-        return Err(corrupt(
-            key(),
-            format!("unknown format version {version} (this build reads {FORMAT_VERSION})"),
+        return Err(format!(
+            "unknown format version {version} (this build reads {FORMAT_VERSION})"
         ));
     }
-    match postcard::take_from_bytes::<T>(payload) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(corrupt(
-            key(),
-            format!("{} trailing bytes after the value", rest.len()),
-        )),
-        Err(e) => Err(corrupt(key(), format!("payload does not decode: {e}"))),
-    }
+    Ok(payload)
 }
 
 /// Bytes as printable text, for keys that do not decode.
@@ -318,6 +324,49 @@ pub(crate) fn decode_entry(
         });
     }
     Ok(entry)
+}
+
+/// The fields of a stored [`LogEntry`] before its delta, in its serde
+/// order: the delta's compact encoding is the rest of the payload.
+#[derive(Deserialize)]
+struct EntryHead {
+    origin: RegionId,
+    seq: Seq,
+    hlc: Hlc,
+    deps: VersionVector,
+    key: ItemKey,
+}
+
+/// The value stored at `(origin, seq)` as an [`EncodedEntry`]: the fields
+/// decoded, the delta's bytes sealed into the wire envelope as they lie
+/// (the whole value's checksum was checked; the delta is not decoded).
+pub(crate) fn decode_encoded_entry(
+    origin: RegionId,
+    seq: Seq,
+    bytes: &[u8],
+) -> Result<EncodedEntry, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        what: "log entry",
+        key: format!("{origin}/{seq}"),
+        reason,
+    };
+    let payload = open_envelope(bytes).map_err(corrupt)?;
+    let (head, delta) = postcard::take_from_bytes::<EntryHead>(payload)
+        .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
+    if head.origin != origin || head.seq != seq {
+        return Err(corrupt(format!(
+            "value belongs to {}/{}",
+            head.origin, head.seq
+        )));
+    }
+    Ok(EncodedEntry {
+        origin: head.origin,
+        seq: head.seq,
+        hlc: head.hlc,
+        deps: head.deps,
+        key: head.key,
+        delta: seal(delta),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -572,6 +621,12 @@ pub(crate) fn meta_range(prefix: &str) -> KeyRange {
 pub(crate) fn entry_from_kv(key: &[u8], value: &[u8]) -> Result<LogEntry, StoreError> {
     let (origin, seq) = decode_log_key(key)?;
     decode_entry(origin, seq, value)
+}
+
+/// A log entry for shipping from its stored key and value.
+pub(crate) fn encoded_entry_from_kv(key: &[u8], value: &[u8]) -> Result<EncodedEntry, StoreError> {
+    let (origin, seq) = decode_log_key(key)?;
+    decode_encoded_entry(origin, seq, value)
 }
 
 /// An item from its stored key and value.

@@ -81,6 +81,51 @@ pub fn encode_item_state(state: &ItemState) -> Result<Vec<u8>, StoreError> {
     codec::encode_item(state)
 }
 
+/// A log entry ready to ship: its fields decoded, its delta still in the
+/// wire encoding of [`encode_item_state`] (the receiver decodes, and so
+/// validates, it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEntry {
+    /// See [`LogEntry::origin`].
+    pub origin: RegionId,
+    /// See [`LogEntry::seq`].
+    pub seq: Seq,
+    /// See [`LogEntry::hlc`].
+    pub hlc: Hlc,
+    /// See [`LogEntry::deps`].
+    pub deps: VersionVector,
+    /// See [`LogEntry::key`].
+    pub key: ItemKey,
+    /// [`LogEntry::delta`], encoded by [`encode_item_state`].
+    pub delta: Vec<u8>,
+}
+
+impl EncodedEntry {
+    /// Encodes `entry`'s delta.
+    pub fn encode(entry: &LogEntry) -> Result<Self, StoreError> {
+        Ok(Self {
+            origin: entry.origin.clone(),
+            seq: entry.seq,
+            hlc: entry.hlc,
+            deps: entry.deps.clone(),
+            key: entry.key.clone(),
+            delta: encode_item_state(&entry.delta)?,
+        })
+    }
+
+    /// Decodes the delta back into a [`LogEntry`].
+    pub fn decode(self) -> Result<LogEntry, StoreError> {
+        Ok(LogEntry {
+            delta: decode_item_state(&self.delta)?,
+            origin: self.origin,
+            seq: self.seq,
+            hlc: self.hlc,
+            deps: self.deps,
+            key: self.key,
+        })
+    }
+}
+
 /// Decodes bytes written by [`encode_item_state`], typically received from
 /// a peer and therefore untrusted.
 ///
@@ -345,6 +390,21 @@ pub trait LogStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError>;
 
+    /// [`LogStore::entries`] with each delta left in the wire encoding of
+    /// [`encode_item_state`], for shipping. The default decodes and encodes
+    /// again; a store that keeps entries encoded overrides it to skip both.
+    fn encoded_entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<EncodedEntry>, StoreError> {
+        self.entries(origin, after, limit)?
+            .iter()
+            .map(EncodedEntry::encode)
+            .collect()
+    }
+
     /// The applied vector: per origin, the highest seq in the log.
     fn applied(&self) -> Result<VersionVector, StoreError>;
 
@@ -434,6 +494,14 @@ impl<T: LogStore + ?Sized> LogStore for std::sync::Arc<T> {
     ) -> Result<Vec<LogEntry>, StoreError> {
         (**self).entries(origin, after, limit)
     }
+    fn encoded_entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<EncodedEntry>, StoreError> {
+        (**self).encoded_entries(origin, after, limit)
+    }
     fn applied(&self) -> Result<VersionVector, StoreError> {
         (**self).applied()
     }
@@ -506,6 +574,42 @@ pub fn entries_above(
     have: &VersionVector,
     limit: usize,
 ) -> Result<Vec<LogEntry>, StoreError> {
+    above(
+        |origin, after, n| store.entries(origin, after, n),
+        |e: &LogEntry| (e.hlc, &e.origin, e.seq),
+        head,
+        have,
+        limit,
+    )
+}
+
+/// [`entries_above`] read with [`LogStore::encoded_entries`]: what a link
+/// ships, without decoding the deltas.
+pub fn encoded_entries_above(
+    store: &impl LogStore,
+    head: &VersionVector,
+    have: &VersionVector,
+    limit: usize,
+) -> Result<Vec<EncodedEntry>, StoreError> {
+    above(
+        |origin, after, n| store.encoded_entries(origin, after, n),
+        |e: &EncodedEntry| (e.hlc, &e.origin, e.seq),
+        head,
+        have,
+        limit,
+    )
+}
+
+/// The merge of [`entries_above`] over entries of any form: `read` reads an
+/// origin's entries after a seq, `order` gives an entry's `(hlc, origin,
+/// seq)`.
+fn above<E>(
+    read: impl Fn(&RegionId, Seq, usize) -> Result<Vec<E>, StoreError>,
+    order: impl Fn(&E) -> (Hlc, &RegionId, Seq),
+    head: &VersionVector,
+    have: &VersionVector,
+    limit: usize,
+) -> Result<Vec<E>, StoreError> {
     let lacking: Vec<(&RegionId, Seq)> = head
         .iter()
         .filter(|(origin, h)| *h > have.get(origin))
@@ -522,20 +626,21 @@ pub fn entries_above(
         // Never beyond `head`: the store may hold commits that are not
         // durable yet (group commit); shipping one that a crash then loses
         // would let the origin reuse its seq for another change.
-        let read = store.entries(origin, have.get(origin), share)?;
-        let complete = read.len() < share || read.last().is_some_and(|e| e.seq >= h);
+        let read = read(origin, have.get(origin), share)?;
+        let complete = read.len() < share || read.last().is_some_and(|e| order(e).2 >= h);
         let before = out.len();
-        out.extend(read.into_iter().take_while(|e| e.seq <= h));
+        out.extend(read.into_iter().take_while(|e| order(e).2 <= h));
         if !complete && let Some(last) = out[before..].last() {
-            let key = (last.hlc, last.origin.clone(), last.seq);
+            let (hlc, origin, seq) = order(last);
+            let key = (hlc, origin.clone(), seq);
             if frontier.as_ref().is_none_or(|f| key < *f) {
                 frontier = Some(key);
             }
         }
     }
-    out.sort_by(|a, b| (a.hlc, &a.origin, a.seq).cmp(&(b.hlc, &b.origin, b.seq)));
+    out.sort_by(|a, b| order(a).cmp(&order(b)));
     if let Some((hlc, origin, seq)) = frontier {
-        out.retain(|e| (e.hlc, &e.origin, e.seq) <= (hlc, &origin, seq));
+        out.retain(|e| order(e) <= (hlc, &origin, seq));
     }
     out.truncate(limit);
     Ok(out)

@@ -26,7 +26,10 @@ use rocksdb::{
 };
 
 use super::codec::{self, Cf, KeyRange, Put};
-use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, Durability, LogStore, StoreError};
+use super::{
+    Checkpoint, CommitBatch, DeadLetter, DeadLetterId, Durability, EncodedEntry, LogStore,
+    StoreError,
+};
 use crate::change::LogEntry;
 use crate::crdt::ItemState;
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
@@ -431,6 +434,22 @@ impl LogStore for RocksStore {
             &range,
             limit,
             codec::entry_from_kv,
+        )
+    }
+
+    fn encoded_entries(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<EncodedEntry>, StoreError> {
+        let range = codec::entries_range(origin, after);
+        self.collect(
+            "read log entries",
+            Cf::Log,
+            &range,
+            limit,
+            codec::encoded_entry_from_kv,
         )
     }
 

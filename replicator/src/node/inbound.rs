@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::link::{BatchId, PenaltyBox};
 use crate::wire::{
-    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_from_wire,
+    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_from_wire_lacking,
     snapshot_from_wire,
 };
 use tributary_engine::store::StoreError;
@@ -302,9 +302,17 @@ impl PeerService {
                 let Some(message) = next else { break };
                 match message.body {
                     Some(ShipBody::Batch(batch)) => {
-                        let batch = batch_from_wire(batch, max_entries).map_err(|e| {
-                            self.refuse(&who, "invalid_batch", Status::invalid_argument(e.to_string()))
-                        })?;
+                        // What is durably applied already is a duplicate:
+                        // left out before its delta is decoded.
+                        let have = self.core.head.borrow().clone();
+                        let (batch, skipped) = batch_from_wire_lacking(batch, max_entries, &have)
+                            .map_err(|e| {
+                                self.refuse(&who, "invalid_batch", Status::invalid_argument(e.to_string()))
+                            })?;
+                        metrics
+                            .duplicates
+                            .with_label_values(&peer_label)
+                            .inc_by(skipped as u64);
                         if let Some(e) = batch
                             .entries
                             .iter()

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 use tributary_engine::ids::{Hlc, RegionId};
-use tributary_engine::store::{LogStore, entries_above};
+use tributary_engine::store::{LogStore, encoded_entries_above};
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::peer_client::PeerClient;
 use tributary_proto::v1::receiver_message::Body as ReceiverBody;
@@ -30,7 +30,7 @@ use super::core::{Core, Link, lock, now_millis};
 use crate::link::{Backoff, BatchId};
 use crate::wire::{
     AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck,
-    entry_to_wire, snapshot_to_wire,
+    encoded_entry_to_wire, snapshot_to_wire,
 };
 
 /// How long to wait after a clock-skew refusal before resending.
@@ -310,13 +310,16 @@ async fn fill_window(
             return Ok(());
         };
         let store = Arc::clone(&core.store);
-        // Read and encoded for the wire off the async workers, each entry
-        // once: its encoded size packs the batch, its encoding is sent.
+        // Read off the async workers, the deltas as stored (never decoded
+        // here: the receiver decodes them), and put in wire form once: its
+        // encoded size packs the batch, its encoding is sent.
         let entries = tokio::task::spawn_blocking(move || {
-            entries_above(&store, &head, &have, limit)?
-                .into_iter()
-                .map(|e| Ok((e.origin.clone(), e.seq, entry_to_wire(&e)?)))
-                .collect::<anyhow::Result<Vec<_>>>()
+            Ok::<_, tributary_engine::store::StoreError>(
+                encoded_entries_above(&store, &head, &have, limit)?
+                    .into_iter()
+                    .map(|e| (e.origin.clone(), e.seq, encoded_entry_to_wire(e)))
+                    .collect::<Vec<_>>(),
+            )
         })
         .await??;
         let batch = lock(&link.state).outbound.pack_with(

@@ -3,7 +3,7 @@
 use tributary_engine::change::LogEntry;
 use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
 use tributary_engine::key::ItemKey;
-use tributary_engine::store::{decode_item_state, encode_item_state};
+use tributary_engine::store::{EncodedEntry, decode_item_state};
 use tributary_proto::v1 as pb;
 
 use super::{EncodeError, FromWire, ToWire, WireError};
@@ -76,19 +76,26 @@ pub(super) fn seq_from_wire(value: u64, field: impl FnOnce() -> String) -> Resul
 /// The message for a log entry: key and delta in the engine's canonical
 /// encodings.
 pub fn entry_to_wire(entry: &LogEntry) -> Result<pb::Entry, EncodeError> {
-    let delta = encode_item_state(&entry.delta).map_err(|source| EncodeError {
-        origin: entry.origin.clone(),
-        seq: entry.seq,
-        source,
-    })?;
-    Ok(pb::Entry {
+    EncodedEntry::encode(entry)
+        .map(encoded_entry_to_wire)
+        .map_err(|source| EncodeError {
+            origin: entry.origin.clone(),
+            seq: entry.seq,
+            source,
+        })
+}
+
+/// The message for an entry read for shipping: its delta's bytes go out as
+/// they were stored ([`encoded_entries_above`](tributary_engine::store::encoded_entries_above)).
+pub fn encoded_entry_to_wire(entry: EncodedEntry) -> pb::Entry {
+    pb::Entry {
         origin: entry.origin.as_str().to_owned(),
         seq: entry.seq.0,
         hlc: entry.hlc.0,
         deps: Some(entry.deps.to_wire()),
         key: entry.key.encode(),
-        delta,
-    })
+        delta: entry.delta,
+    }
 }
 
 impl FromWire for LogEntry {
@@ -139,6 +146,20 @@ pub fn batch_to_wire(batch: &Batch) -> Result<pb::Batch, EncodeError> {
 /// causal order are not checked here: the log stops at a gap or a missing
 /// dependency and the ack says where (`ApplyStop`).
 pub fn batch_from_wire(wire: pb::Batch, max_entries: usize) -> Result<Batch, WireError> {
+    batch_from_wire_lacking(wire, max_entries, &VersionVector::new()).map(|(batch, _)| batch)
+}
+
+/// [`batch_from_wire`] without the entries `have` covers: duplicates (e.g.
+/// the relayed copy of an entry that came first from its origin) are left
+/// out with only their origin and seq checked, their deltas not decoded.
+/// Returns the batch and how many entries were left out. Per origin, a
+/// batch's seqs ascend, so what is left out is a prefix of each origin's
+/// entries and the rest stays contiguous.
+pub fn batch_from_wire_lacking(
+    wire: pb::Batch,
+    max_entries: usize,
+    have: &VersionVector,
+) -> Result<(Batch, usize), WireError> {
     if wire.entries.len() > max_entries {
         return Err(WireError::BatchTooLarge {
             field: "batch.entries".to_owned(),
@@ -146,14 +167,22 @@ pub fn batch_from_wire(wire: pb::Batch, max_entries: usize) -> Result<Batch, Wir
             max: max_entries,
         });
     }
-    let entries = wire
-        .entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, entry)| entry_from_wire(entry, &format!("batch.entries[{i}]")))
-        .collect::<Result<_, _>>()?;
-    Ok(Batch {
-        id: BatchId(wire.id),
-        entries,
-    })
+    let mut entries = Vec::with_capacity(wire.entries.len());
+    let mut skipped = 0;
+    for (i, entry) in wire.entries.into_iter().enumerate() {
+        let at = || format!("batch.entries[{i}]");
+        let origin = region_from_wire(&entry.origin, || format!("{}.origin", at()))?;
+        if seq_from_wire(entry.seq, || format!("{}.seq", at()))? <= have.get(&origin) {
+            skipped += 1;
+            continue;
+        }
+        entries.push(entry_from_wire(entry, &at())?);
+    }
+    Ok((
+        Batch {
+            id: BatchId(wire.id),
+            entries,
+        },
+        skipped,
+    ))
 }

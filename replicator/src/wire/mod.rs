@@ -35,7 +35,9 @@ mod snapshot;
 mod tests;
 
 pub use ack::{AckStop, MAX_STOP_DETAIL_BYTES, WireAck};
-pub use entry::{batch_from_wire, batch_to_wire, entry_to_wire};
+pub use entry::{
+    batch_from_wire, batch_from_wire_lacking, batch_to_wire, encoded_entry_to_wire, entry_to_wire,
+};
 pub use error::{EncodeError, WireError};
 pub use handshake::{Hello, Welcome};
 pub use snapshot::{SnapshotPart, snapshot_from_wire, snapshot_to_wire};

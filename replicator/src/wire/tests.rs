@@ -163,6 +163,26 @@ fn vector_refuses_a_bad_region_naming_it() {
 // Entries
 
 #[test]
+fn a_batch_leaves_out_undecoded_what_the_receiver_has() {
+    let mut entries: Vec<pb::Entry> = (1..=5).map(wire_entry).collect();
+    // A covered entry's delta is not decoded: garbage there goes unnoticed.
+    entries[1].delta = b"not a delta".to_vec();
+    let wire = pb::Batch { id: 9, entries };
+    let have = vector(&[("us-east-1", 2)]);
+    let (batch, skipped) = batch_from_wire_lacking(wire.clone(), 10, &have).expect("decode");
+    assert_eq!(skipped, 2);
+    assert_eq!(batch.id, BatchId(9));
+    assert_eq!(batch.entries, (3..=5).map(entry).collect::<Vec<_>>());
+    // Its origin and seq are still checked.
+    let mut bad = wire.clone();
+    bad.entries[0].seq = 0;
+    assert!(batch_from_wire_lacking(bad, 10, &have).is_err());
+    // Nothing covered: every delta is decoded.
+    let err = batch_from_wire_lacking(wire, 10, &VersionVector::new()).expect_err("bad delta");
+    assert!(err.to_string().contains("batch.entries[1].delta"), "{err}");
+}
+
+#[test]
 fn entry_round_trips() {
     let original = entry(5);
     let wire = entry_to_wire(&original).expect("encode");

@@ -8,7 +8,7 @@ use crate::change::LogEntry;
 use crate::crdt::ItemState;
 use crate::ids::{Hlc, Seq, VersionVector};
 use crate::key::ItemKey;
-use crate::store::{CommitBatch, Durability, LogStore};
+use crate::store::{CommitBatch, Durability, EncodedEntry, LogStore};
 use crate::value::Scalar;
 
 /// Entries come back per origin, in seq order, strictly after `after`, at
@@ -90,6 +90,32 @@ pub fn entries_are_ordered_per_origin<H: StoreHarness>(h: &mut H) {
             ok(store.entries(&region(unknown), Seq::ZERO, 10), "entries").is_empty(),
             "origin {unknown} wrote nothing, so it has no entries"
         );
+    }
+    // What links ship: the same entries, their deltas in the wire encoding.
+    for (origin, after, limit) in [
+        (&a, Seq::ZERO, usize::MAX),
+        (&ab, Seq::ZERO, usize::MAX),
+        (&a, Seq(254), 3),
+        (&region("c"), Seq::ZERO, 10),
+    ] {
+        let encoded = ok(
+            store.encoded_entries(origin, after, limit),
+            "encoded entries",
+        );
+        let plain = ok(store.entries(origin, after, limit), "entries");
+        let expected: Vec<EncodedEntry> = plain
+            .iter()
+            .map(|e| ok(EncodedEntry::encode(e), "encode an entry"))
+            .collect();
+        assert_eq!(
+            encoded, expected,
+            "encoded_entries of {origin} after {after:?} (limit {limit}) must be its entries with their deltas encoded"
+        );
+        let decoded: Vec<LogEntry> = encoded
+            .into_iter()
+            .map(|e| ok(e.decode(), "decode an encoded entry"))
+            .collect();
+        assert_eq!(decoded, plain, "encoded entries must decode to the entries");
     }
 }
 

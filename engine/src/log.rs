@@ -317,8 +317,17 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     /// would leave a gap, or whose HLC is beyond the clock-skew bound,
     /// stops the batch (everything before it is applied).
     pub fn apply_remote(&mut self, entries: &[LogEntry]) -> Result<ApplyReport, StoreError> {
+        self.apply_remote_owned(entries.to_vec())
+    }
+
+    /// [`Log::apply_remote`] of entries the caller gives up: the accepted
+    /// ones are committed as they are, without a copy.
+    pub fn apply_remote_owned(
+        &mut self,
+        entries: Vec<LogEntry>,
+    ) -> Result<ApplyReport, StoreError> {
         let mut applied = self.applied.clone();
-        let mut accepted = Vec::new();
+        let mut accepted = Vec::with_capacity(entries.len());
         let mut duplicates = 0;
         let mut stopped = None;
         for entry in entries {
@@ -362,11 +371,11 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             slot.state.join(&entry.delta);
             slot.touched = true;
         }
+        let applied_count = accepted.len();
         let batch = CommitBatch {
-            entries: accepted.iter().map(|e| (*e).clone()).collect(),
+            entries: accepted,
             ..CommitBatch::default()
         };
-        let applied_count = accepted.len();
         if applied_count > 0 {
             self.commit(batch, slots, applied)?;
         }

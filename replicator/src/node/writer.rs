@@ -205,7 +205,7 @@ fn run(
                 Job::Apply { entries, reply } => {
                     applies += 1;
                     let r = log
-                        .apply_remote(&entries)
+                        .apply_remote_owned(entries)
                         .map(|rep| (rep, log.applied().clone()));
                     replies.push(self::reply(reply, r));
                 }

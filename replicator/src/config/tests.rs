@@ -130,6 +130,7 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
     assert_eq!(s.sync.durability(), Durability::Sync);
     assert_eq!(s.group_commit_interval, Duration::from_millis(5));
     assert_eq!(s.max_clock_skew, Duration::from_secs(30));
+    assert_eq!(s.item_cache, ByteSize::mib(64));
     let sh = &c.shipping;
     assert_eq!(sh.batch_max_entries, 1000);
     assert_eq!(sh.batch_max_bytes, ByteSize::b(1 << 20));
@@ -153,13 +154,19 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
 fn durations_and_sizes_are_read_with_their_units() {
     let text = format!(
         "{MINIMAL}\n[storage]\nsync = \"group\"\ngroup_commit_interval = \"250us\"\n\
-         max_clock_skew = \"1m 30s\"\n[shipping]\nbatch_linger = \"0s\"\n\
+         max_clock_skew = \"1m 30s\"\nitem_cache = \"0\"\n[shipping]\nbatch_linger = \"0s\"\n\
          log_retention = \"2days\"\nbatch_max_bytes = \"512KiB\"\nmax_message_bytes = \"16 MB\"\n"
     );
     let c = NodeConfig::from_toml_str(&text).expect("units parse");
     assert_eq!(c.storage.sync.durability(), Durability::Buffered);
     assert_eq!(c.storage.group_commit_interval, Duration::from_micros(250));
     assert_eq!(c.storage.max_clock_skew, Duration::from_secs(90));
+    assert_eq!(c.storage.item_cache, ByteSize::b(0));
+    assert_eq!(
+        c.log_config().expect("schemas").item_cache_bytes,
+        0,
+        "\"0\" turns the item cache off"
+    );
     assert_eq!(c.shipping.batch_linger, Duration::ZERO);
     assert_eq!(c.shipping.log_retention, Duration::from_secs(2 * 86_400));
     assert_eq!(c.shipping.batch_max_bytes.as_u64(), 512 * 1024);

@@ -307,6 +307,19 @@ impl RocksStore {
     }
 
     /// Decodes up to `limit` pairs of `range`, in key order.
+    /// Up to `limit` log entries of `origin` after `after`, each decoded by
+    /// `decode` from its stored key and value.
+    fn log_range<T>(
+        &self,
+        origin: &RegionId,
+        after: Seq,
+        limit: usize,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let range = codec::entries_range(origin, after);
+        self.collect("read log entries", Cf::Log, &range, limit, decode)
+    }
+
     fn collect<T>(
         &self,
         op: &'static str,
@@ -427,14 +440,7 @@ impl LogStore for RocksStore {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        let range = codec::entries_range(origin, after);
-        self.collect(
-            "read log entries",
-            Cf::Log,
-            &range,
-            limit,
-            codec::entry_from_kv,
-        )
+        self.log_range(origin, after, limit, codec::entry_from_kv)
     }
 
     fn encoded_entries(
@@ -443,14 +449,7 @@ impl LogStore for RocksStore {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<EncodedEntry>, StoreError> {
-        let range = codec::entries_range(origin, after);
-        self.collect(
-            "read log entries",
-            Cf::Log,
-            &range,
-            limit,
-            codec::encoded_entry_from_kv,
-        )
+        self.log_range(origin, after, limit, codec::encoded_entry_from_kv)
     }
 
     fn applied(&self) -> Result<VersionVector, StoreError> {

@@ -326,10 +326,66 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         &mut self,
         entries: Vec<LogEntry>,
     ) -> Result<ApplyReport, StoreError> {
+        let mut reports = self.apply_remote_many(vec![entries])?;
+        Ok(reports.pop().unwrap_or(ApplyReport {
+            applied: 0,
+            duplicates: 0,
+            stopped: None,
+            durable: self.store.durability() == Durability::Sync,
+        }))
+    }
+
+    /// Applies several received batches, each as [`Log::apply_remote`]
+    /// would one after the other (a stop ends only its own batch), in one
+    /// atomic commit: an item several batches change is read and written
+    /// once. One report per batch, in order; an error means none of them
+    /// was applied.
+    pub fn apply_remote_many(
+        &mut self,
+        batches: Vec<Vec<LogEntry>>,
+    ) -> Result<Vec<ApplyReport>, StoreError> {
+        let durable = self.store.durability() == Durability::Sync;
         let mut applied = self.applied.clone();
-        let mut accepted = Vec::with_capacity(entries.len());
+        let mut accepted = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+        let mut reports = Vec::with_capacity(batches.len());
+        for entries in batches {
+            let before = accepted.len();
+            let (duplicates, stopped) = self.accept(entries, &mut applied, &mut accepted);
+            reports.push(ApplyReport {
+                applied: accepted.len() - before,
+                duplicates,
+                stopped,
+                durable,
+            });
+        }
+        if accepted.is_empty() {
+            return Ok(reports);
+        }
+        let mut slots = self.load(accepted.iter().map(|e| &e.key))?;
+        for entry in &accepted {
+            let slot = slot(&mut slots, &entry.key);
+            slot.state.join(&entry.delta);
+            slot.touched = true;
+        }
+        let batch = CommitBatch {
+            entries: accepted,
+            ..CommitBatch::default()
+        };
+        self.commit(batch, slots, applied)?;
+        Ok(reports)
+    }
+
+    /// Moves the entries of one received batch that apply next (given
+    /// `applied`, which it advances) into `accepted`, up to the first that
+    /// cannot; returns how many were duplicates and why it stopped, if it
+    /// did.
+    fn accept(
+        &mut self,
+        entries: Vec<LogEntry>,
+        applied: &mut VersionVector,
+        accepted: &mut Vec<LogEntry>,
+    ) -> (usize, Option<ApplyStop>) {
         let mut duplicates = 0;
-        let mut stopped = None;
         for entry in entries {
             let have = applied.get(&entry.origin);
             if entry.seq <= have {
@@ -337,12 +393,12 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 continue;
             }
             if entry.seq != have.next() {
-                stopped = Some(ApplyStop::Gap {
+                let stop = ApplyStop::Gap {
                     origin: entry.origin.clone(),
                     expected: have.next(),
                     got: entry.seq,
-                });
-                break;
+                };
+                return (duplicates, Some(stop));
             }
             let missing: VersionVector = entry
                 .deps
@@ -351,40 +407,20 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 .map(|(o, s)| (o.clone(), s))
                 .collect();
             if !missing.is_empty() {
-                stopped = Some(ApplyStop::MissingDeps {
+                let stop = ApplyStop::MissingDeps {
                     origin: entry.origin.clone(),
                     seq: entry.seq,
                     missing,
-                });
-                break;
+                };
+                return (duplicates, Some(stop));
             }
             if let Err(skew) = self.hlc.observe(entry.hlc) {
-                stopped = Some(ApplyStop::ClockSkew(skew));
-                break;
+                return (duplicates, Some(ApplyStop::ClockSkew(skew)));
             }
             applied.set(entry.origin.clone(), entry.seq);
             accepted.push(entry);
         }
-        let mut slots = self.load(accepted.iter().map(|e| &e.key))?;
-        for entry in &accepted {
-            let slot = slot(&mut slots, &entry.key);
-            slot.state.join(&entry.delta);
-            slot.touched = true;
-        }
-        let applied_count = accepted.len();
-        let batch = CommitBatch {
-            entries: accepted,
-            ..CommitBatch::default()
-        };
-        if applied_count > 0 {
-            self.commit(batch, slots, applied)?;
-        }
-        Ok(ApplyReport {
-            applied: applied_count,
-            duplicates,
-            stopped,
-            durable: self.store.durability() == Durability::Sync,
-        })
+        (duplicates, None)
     }
 
     /// Joins a chunk of a peer's state snapshot into the items (bootstrap

@@ -33,6 +33,12 @@ pub type NodeLog = Log<Arc<RocksStore>, SystemClock>;
 /// A remote batch's result: the report and the applied vector after it.
 pub type Applied = (ApplyReport, VersionVector);
 
+/// Where a local write's outcome goes, once durable.
+type IngestReply = oneshot::Sender<Result<IngestReport, StoreError>>;
+
+/// Where a received batch's outcome goes, once durable.
+type ApplyReply = oneshot::Sender<Result<Applied, StoreError>>;
+
 /// Work for the writer.
 pub enum Job {
     /// Local changes (the admin API's writes, the sources' records).
@@ -42,14 +48,14 @@ pub enum Job {
         /// Checkpoints, side state and dead letters committed with them.
         attached: Attached,
         /// Where the outcome goes, once durable.
-        reply: oneshot::Sender<Result<IngestReport, StoreError>>,
+        reply: IngestReply,
     },
     /// A batch received from a peer.
     Apply {
         /// Its entries, validated.
         entries: Vec<LogEntry>,
         /// Where the outcome goes, once durable.
-        reply: oneshot::Sender<Result<Applied, StoreError>>,
+        reply: ApplyReply,
     },
     /// A chunk of a peer's snapshot; `done` on the last one.
     Snapshot {
@@ -193,21 +199,40 @@ fn run(
         let count = jobs.len();
         let mut replies: Vec<Reply> = Vec::with_capacity(count);
         let mut applies = 0usize;
-        for job in jobs {
+        let mut jobs = jobs.into_iter().peekable();
+        while let Some(job) = jobs.next() {
             match job {
                 Job::Ingest {
                     changes,
                     attached,
                     reply,
                 } => {
-                    replies.push(self::reply(reply, log.ingest_with(&changes, attached)));
+                    // With the local writes queued right behind it: one
+                    // commit for all of them.
+                    let mut group = vec![(changes, attached, reply)];
+                    while let Some(Job::Ingest { .. }) = jobs.peek() {
+                        if let Some(Job::Ingest {
+                            changes,
+                            attached,
+                            reply,
+                        }) = jobs.next()
+                        {
+                            group.push((changes, attached, reply));
+                        }
+                    }
+                    ingest_group(&mut log, group, &mut replies);
                 }
                 Job::Apply { entries, reply } => {
-                    applies += 1;
-                    let r = log
-                        .apply_remote_owned(entries)
-                        .map(|rep| (rep, log.applied().clone()));
-                    replies.push(self::reply(reply, r));
+                    // With the received batches queued right behind it: one
+                    // commit, each hot item written once.
+                    let mut group = vec![(entries, reply)];
+                    while let Some(Job::Apply { .. }) = jobs.peek() {
+                        if let Some(Job::Apply { entries, reply }) = jobs.next() {
+                            group.push((entries, reply));
+                        }
+                    }
+                    applies += group.len();
+                    apply_group(&mut log, group, &mut replies);
                 }
                 Job::Snapshot { items, done, reply } => {
                     applies += 1;
@@ -258,5 +283,67 @@ fn run(
     }
     if let Err(e) = log.sync() {
         tracing::error!(error = %e, "final fsync of the log failed");
+    }
+}
+
+/// Local writes that queued one behind another, committed as one
+/// [`Log::ingest_with`] (the same outcome as one after the other: their
+/// changes in order, checkpoints and side state in order, later ones
+/// winning); each job's reply gets its own outcomes.
+fn ingest_group(
+    log: &mut NodeLog,
+    group: Vec<(Vec<Change>, Attached, IngestReply)>,
+    replies: &mut Vec<Reply>,
+) {
+    let mut changes = Vec::new();
+    let mut attached = Attached::default();
+    let mut parts = Vec::with_capacity(group.len());
+    for (c, a, reply) in group {
+        parts.push((c.len(), reply));
+        changes.extend(c);
+        attached.checkpoints.extend(a.checkpoints);
+        attached.side.extend(a.side);
+        attached.dead_letters.extend(a.dead_letters);
+    }
+    match log.ingest_with(&changes, attached) {
+        Ok(report) => {
+            let mut outcomes = report.outcomes.into_iter();
+            for (len, reply) in parts {
+                let part = IngestReport {
+                    outcomes: outcomes.by_ref().take(len).collect(),
+                    durable: report.durable,
+                };
+                replies.push(self::reply(reply, Ok(part)));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in parts {
+                replies.push(self::reply(reply, Err(e.clone())));
+            }
+        }
+    }
+}
+
+/// Received batches that queued one behind another, applied by one
+/// [`Log::apply_remote_many`]; each reply carries its batch's report and
+/// the applied vector after the commit.
+fn apply_group(
+    log: &mut NodeLog,
+    group: Vec<(Vec<LogEntry>, ApplyReply)>,
+    replies: &mut Vec<Reply>,
+) {
+    let (batches, senders): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    match log.apply_remote_many(batches) {
+        Ok(reports) => {
+            for (report, reply) in reports.into_iter().zip(senders) {
+                let applied = log.applied().clone();
+                replies.push(self::reply(reply, Ok((report, applied))));
+            }
+        }
+        Err(e) => {
+            for reply in senders {
+                replies.push(self::reply(reply, Err(e.clone())));
+            }
+        }
     }
 }

@@ -1,0 +1,147 @@
+//! `Log::apply_remote_many` is `Log::apply_remote` batch after batch, in
+//! one commit: the same reports (applied, duplicates, where each batch
+//! stopped), the same applied vector and the same items, whatever the
+//! batches hold — duplicates, gaps, entries ahead of their dependencies.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tributary_engine::change::{Change, LogEntry, Op};
+use tributary_engine::clock::ManualClock;
+use tributary_engine::ids::{AttrName, RegionId, Seq, TableName};
+use tributary_engine::key::ItemKey;
+use tributary_engine::log::{Log, LogConfig};
+use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
+use tributary_engine::store::{Durability, MemStore};
+use tributary_engine::value::{AttrValue, Scalar};
+
+const NOW: u64 = 1_700_000_000_000;
+const KEYS: usize = 3;
+
+type MemLog = Log<MemStore, ManualClock>;
+
+fn attr(s: &str) -> AttrName {
+    AttrName::new(s).expect("attr")
+}
+
+fn key(i: usize) -> ItemKey {
+    ItemKey::new(
+        TableName::new("carts").expect("table"),
+        Scalar::S(format!("k{i}")),
+        None,
+    )
+    .expect("key")
+}
+
+fn open(region: &str) -> MemLog {
+    let table = TableSchema::new(TableName::new("carts").expect("table"), attr("pk"), None)
+        .and_then(|s| s.with_policy(attr("qty"), MergePolicy::Counter))
+        .expect("schema");
+    let config = LogConfig {
+        region: RegionId::new(region).expect("region"),
+        schemas: [table].into_iter().collect::<Schemas>(),
+        max_clock_skew: Duration::from_secs(10),
+        item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
+    };
+    Log::open(
+        MemStore::new(Durability::Sync),
+        config,
+        ManualClock::new(NOW),
+    )
+    .expect("open")
+}
+
+fn change(k: usize, op: u8) -> Change {
+    let op = match op % 3 {
+        0 => Op::Set {
+            attr: attr("name"),
+            value: AttrValue::S(format!("n{op}")),
+        },
+        1 => Op::Add {
+            attr: attr("qty"),
+            amount: i128::from(op),
+        },
+        _ => Op::Delete,
+    };
+    Change {
+        key: key(k),
+        ops: vec![op],
+        source_millis: None,
+    }
+}
+
+/// Every entry of two origins whose writes depend on each other's: `b`
+/// applies what `c` wrote so far before each of its own batches.
+fn history(writes: &[(bool, usize, u8)]) -> Vec<LogEntry> {
+    let (mut b, mut c) = (open("b"), open("c"));
+    for &(at_b, k, op) in writes {
+        if at_b {
+            let from = b.applied().get(c.region());
+            let news = c.entries(c.region(), from, usize::MAX).expect("read");
+            b.apply_remote(&news).expect("b applies c");
+            b.ingest(&[change(k, op)], Vec::new()).expect("ingest at b");
+        } else {
+            c.ingest(&[change(k, op)], Vec::new()).expect("ingest at c");
+        }
+    }
+    let mut all = b.entries(b.region(), Seq::ZERO, usize::MAX).expect("b");
+    all.extend(c.entries(c.region(), Seq::ZERO, usize::MAX).expect("c"));
+    all
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn many_batches_in_one_commit_equal_one_after_the_other(
+        writes in prop::collection::vec((any::<bool>(), 0..KEYS, any::<u8>()), 1..24),
+        picks in prop::collection::vec(
+            (any::<bool>(), any::<prop::sample::Index>(), 0..12usize,
+             prop::collection::vec(any::<prop::sample::Index>(), 0..8)),
+            1..6,
+        ),
+    ) {
+        let mut all = history(&writes);
+        all.sort_by_key(|e| e.hlc);
+        // Each batch is either a run of the history in HLC order (as a
+        // sender ships it, possibly resent) or entries picked at random
+        // (repeats, gaps), sorted by HLC.
+        let batches: Vec<Vec<LogEntry>> = picks
+            .iter()
+            .map(|(run, start, len, random)| {
+                if *run {
+                    all.iter().skip(start.index(all.len())).take(*len).cloned().collect()
+                } else {
+                    let mut b: Vec<LogEntry> =
+                        random.iter().map(|i| all[i.index(all.len())].clone()).collect();
+                    b.sort_by_key(|e| e.hlc);
+                    b
+                }
+            })
+            .collect();
+        let mut one_by_one = open("a");
+        let expected: Vec<_> = batches
+            .iter()
+            .map(|b| {
+                let r = one_by_one.apply_remote(b).expect("apply");
+                (r.applied, r.duplicates, r.stopped)
+            })
+            .collect();
+        let mut together = open("a");
+        let got: Vec<_> = together
+            .apply_remote_many(batches)
+            .expect("apply many")
+            .into_iter()
+            .map(|r| (r.applied, r.duplicates, r.stopped))
+            .collect();
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(together.applied(), one_by_one.applied());
+        for k in 0..KEYS {
+            prop_assert_eq!(
+                together.item(&key(k)).expect("read"),
+                one_by_one.item(&key(k)).expect("read"),
+                "item k{}", k
+            );
+        }
+    }
+}

@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tributary_engine::change::{Change, LogEntry, Op};
-use tributary_engine::clock::ManualClock;
+use tributary_engine::clock::{Clock, ManualClock};
 use tributary_engine::crdt::AttrView;
 use tributary_engine::ids::{AttrName, RegionId, Seq, TableName, VersionVector};
 use tributary_engine::key::ItemKey;
@@ -61,6 +61,10 @@ pub struct SimConfig {
     pub shared_percent: u32,
     /// Crash-restarts per run.
     pub crashes: usize,
+    /// Partitions and lossy acknowledgements (with crashes: the nemesis).
+    pub faults: bool,
+    /// The links' [`OutboundLimits::relay_hold`], in ms.
+    pub relay_hold_ms: u64,
 }
 
 impl SimConfig {
@@ -74,6 +78,27 @@ impl SimConfig {
             ticks: 400,
             shared_percent: 30,
             crashes: 3,
+            faults: true,
+            relay_hold_ms: 50,
+        }
+    }
+
+    /// The same cluster and workload with nothing failing: what shipping
+    /// costs when all is well.
+    pub fn healthy(seed: u64) -> Self {
+        Self {
+            crashes: 0,
+            faults: false,
+            ..Self::standard(seed)
+        }
+    }
+
+    fn limits(&self) -> OutboundLimits {
+        OutboundLimits {
+            max_entries: 20,
+            max_bytes: usize::MAX,
+            max_in_flight: 3,
+            relay_hold: Duration::from_millis(self.relay_hold_ms),
         }
     }
 }
@@ -125,6 +150,13 @@ pub struct Outcome {
     /// Visibility latency of acknowledged writes (until durable in every
     /// region), in ms: p50, p99, max.
     pub visibility_ms: [u64; 3],
+    /// Entries that arrived in batches.
+    pub entries_received: u64,
+    /// Of those, entries the receiver had already (sent on two paths, or
+    /// resent).
+    pub entries_duplicate: u64,
+    /// Of those, entries of the receiver's own region (sent back to it).
+    pub entries_echoed: u64,
     /// Faults injected.
     pub faults: Faults,
 }
@@ -151,6 +183,8 @@ enum Body {
     Batch(BatchId, Vec<LogEntry>),
     /// The receiver's durable applied vector after a batch.
     Ack(BatchId, VersionVector),
+    /// The receiver's durable applied vector, moved between acks.
+    Progress(VersionVector),
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +285,10 @@ pub struct Sim {
     faults: Faults,
     offsets_backwards: u64,
     ack_faults: bool,
+    /// Entries that arrived in batches, and those already had.
+    entries_received: u64,
+    entries_duplicate: u64,
+    entries_echoed: u64,
 }
 
 fn attr(s: &str) -> AttrName {
@@ -291,12 +329,6 @@ fn open(store: &MemStore, id: &RegionId, clock: &ManualClock) -> Log<MemStore, M
     Log::open(store.clone(), config, clock.clone()).expect("open the log")
 }
 
-const LIMITS: OutboundLimits = OutboundLimits {
-    max_entries: 20,
-    max_bytes: usize::MAX,
-    max_in_flight: 3,
-};
-
 impl Sim {
     /// A cluster for `cfg`, every region empty.
     pub fn new(cfg: SimConfig) -> Self {
@@ -321,7 +353,12 @@ impl Sim {
                     .filter(|j| *j != i)
                     .map(|j| {
                         let link = Link {
-                            outbound: Outbound::new(region_name(j), LIMITS, VersionVector::new()),
+                            outbound: Outbound::new(
+                                id.clone(),
+                                region_name(j),
+                                cfg.limits(),
+                                VersionVector::new(),
+                            ),
                             phase: LinkPhase::Down,
                             epoch: 0,
                         };
@@ -343,7 +380,7 @@ impl Sim {
                 }
             })
             .collect();
-        let ack_faults = rng.random_bool(0.8);
+        let ack_faults = cfg.faults && rng.random_bool(0.8);
         Self {
             cfg,
             rng,
@@ -360,6 +397,9 @@ impl Sim {
             faults,
             offsets_backwards: 0,
             ack_faults,
+            entries_received: 0,
+            entries_duplicate: 0,
+            entries_echoed: 0,
         }
     }
 
@@ -459,7 +499,7 @@ impl Sim {
 
     /// Partitions come and go.
     fn nemesis(&mut self) {
-        if !self.tick.is_multiple_of(40) {
+        if !self.cfg.faults || !self.tick.is_multiple_of(40) {
             return;
         }
         self.blocked.clear();
@@ -518,7 +558,12 @@ impl Sim {
                 .store
                 .acked(&region_name(*peer))
                 .expect("read acked vector");
-            link.outbound = Outbound::new(region_name(*peer), LIMITS, acked);
+            link.outbound = Outbound::new(
+                region.id.clone(),
+                region_name(*peer),
+                self.cfg.limits(),
+                acked,
+            );
             link.phase = LinkPhase::Down;
         }
         region.inbound.clear();
@@ -582,7 +627,7 @@ impl Sim {
         if !region.durable.dominated_by(&head) {
             self.offsets_backwards += 1;
         }
-        region.durable = head.clone();
+        let before = std::mem::replace(&mut region.durable, head.clone());
         let writes = std::mem::take(&mut region.pending_writes);
         let acks = std::mem::take(&mut region.pending_acks);
         for (op, seq) in writes {
@@ -593,9 +638,24 @@ impl Sim {
                 tick: self.tick,
             });
         }
+        let acked: BTreeSet<usize> = acks.iter().map(|(peer, ..)| *peer).collect();
         for (peer, epoch, batch) in acks {
             if self.can_talk(r, peer) {
                 self.send(r, peer, epoch, Body::Ack(batch, head.clone()));
+            }
+        }
+        // Progress to the other senders, when what they did not send moved.
+        let inbound: Vec<(usize, u64)> = self.regions[r]
+            .inbound
+            .iter()
+            .map(|(p, e)| (*p, *e))
+            .filter(|(p, _)| !acked.contains(p))
+            .collect();
+        for (peer, epoch) in inbound {
+            let sender = region_name(peer);
+            let moved = head.iter().any(|(o, s)| o != &sender && s > before.get(o));
+            if moved && self.can_talk(r, peer) {
+                self.send(r, peer, epoch, Body::Progress(head.clone()));
             }
         }
     }
@@ -732,10 +792,17 @@ impl Sim {
                     }
                     LinkPhase::Up(epoch) => {
                         let head = region.durable.clone();
-                        while let Some((have, limit)) = link.outbound.want(&head) {
-                            let entries = entries_above(region.log.store(), &head, &have, limit)
-                                .expect("read entries");
-                            let Some(batch) = link.outbound.pack(entries, |_| 1) else {
+                        let now = region.clock.now_millis();
+                        link.outbound.observe(&head, now);
+                        while let Some(read) = link.outbound.want(&head, now) {
+                            let entries = entries_above(
+                                region.log.store(),
+                                &read.upto,
+                                &read.from,
+                                read.limit,
+                            )
+                            .expect("read entries");
+                            let Some(batch) = link.outbound.pack(entries, now, |_| 1) else {
                                 break;
                             };
                             let body = Body::Batch(batch.id, batch.entries);
@@ -786,7 +853,9 @@ impl Sim {
                     if let Some(link) = region.links.get_mut(&m.from)
                         && link.phase == LinkPhase::Connecting(m.epoch)
                     {
-                        if let Some(acked) = link.outbound.on_connected(&applied) {
+                        let head = region.durable.clone();
+                        // Regions here are never wiped: each holds its own entries.
+                        if let Some(acked) = link.outbound.on_connected(&applied, &head, true) {
                             region
                                 .store
                                 .set_acked(&region_name(m.from), &acked)
@@ -802,6 +871,14 @@ impl Sim {
                         continue;
                     }
                     let region_to = &mut self.regions[m.to];
+                    let had = region_to.log.applied().clone();
+                    self.entries_received += entries.len() as u64;
+                    self.entries_duplicate += entries
+                        .iter()
+                        .filter(|e| e.seq <= had.get(&e.origin))
+                        .count() as u64;
+                    self.entries_echoed +=
+                        entries.iter().filter(|e| e.origin == region_to.id).count() as u64;
                     region_to.log.apply_remote(&entries).expect("apply");
                     region_to.pending_acks.push((m.from, m.epoch, id));
                 }
@@ -810,7 +887,23 @@ impl Sim {
                     if let Some(link) = region.links.get_mut(&m.from)
                         && link.phase == LinkPhase::Up(m.epoch)
                     {
-                        let outcome = link.outbound.on_ack(id, &applied);
+                        let now = region.clock.now_millis();
+                        let outcome = link.outbound.on_ack(id, &applied, now);
+                        if let Some(acked) = outcome.persist {
+                            region
+                                .store
+                                .set_acked(&region_name(m.from), &acked)
+                                .expect("persist acked");
+                        }
+                    }
+                }
+                Body::Progress(applied) => {
+                    let region = &mut self.regions[m.to];
+                    if let Some(link) = region.links.get_mut(&m.from)
+                        && link.phase == LinkPhase::Up(m.epoch)
+                    {
+                        let now = region.clock.now_millis();
+                        let outcome = link.outbound.on_progress(&applied, now);
                         if let Some(acked) = outcome.persist {
                             region
                                 .store
@@ -831,6 +924,9 @@ impl Sim {
             offsets_backwards: self.offsets_backwards,
             faults: self.faults.clone(),
             converge_ms: converged_at.map_or(u64::MAX, |t| (t - healed_at) * TICK_MS),
+            entries_received: self.entries_received,
+            entries_duplicate: self.entries_duplicate,
+            entries_echoed: self.entries_echoed,
             ..Outcome::default()
         };
         let digest = digest_items(self.regions[0].log.store(), 1000).expect("digest");

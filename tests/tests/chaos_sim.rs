@@ -89,3 +89,73 @@ fn simulated_partitions_crashes_and_lossy_acks_lose_nothing() {
     std::fs::create_dir_all(&dir).expect("create the chaos report dir");
     std::fs::write(dir.join("sim.json"), summary.to_string()).expect("write the report");
 }
+
+/// What a set of runs received: entries, duplicates among them, entries
+/// sent back to their own region, and the median over runs of the p99
+/// visibility latency.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    entries: u64,
+    duplicate: u64,
+    echoed: u64,
+    p99_ms: u64,
+}
+
+impl Received {
+    fn duplicate_share(&self) -> f64 {
+        self.duplicate as f64 / self.entries as f64
+    }
+}
+
+fn received(configs: impl Iterator<Item = SimConfig>) -> Received {
+    let mut total = Received {
+        entries: 0,
+        duplicate: 0,
+        echoed: 0,
+        p99_ms: 0,
+    };
+    let mut p99s = Vec::new();
+    for cfg in configs {
+        let seed = cfg.seed;
+        let outcome = Sim::new(cfg).run();
+        assert!(
+            outcome.is_clean() && outcome.converge_ms != u64::MAX,
+            "simulation failed: {outcome:#?} (seed {seed})"
+        );
+        total.entries += outcome.entries_received;
+        total.duplicate += outcome.entries_duplicate;
+        total.echoed += outcome.entries_echoed;
+        p99s.push(outcome.visibility_ms[1]);
+    }
+    p99s.sort_unstable();
+    total.p99_ms = p99s[p99s.len() / 2];
+    total
+}
+
+#[test]
+fn a_healthy_mesh_never_echoes_and_held_relays_cut_duplicates() {
+    let seeds = 1..=20u64;
+    let at_once = received(seeds.clone().map(|seed| SimConfig {
+        relay_hold_ms: 0,
+        ..SimConfig::healthy(seed)
+    }));
+    let held = received(seeds.map(SimConfig::healthy));
+    println!(
+        "healthy 5-region mesh, 20 seeds: relays at once {} entries received, {:.0}% duplicates, visibility p99 {} ms; relays held 50 ms {} received, {:.0}% duplicates, visibility p99 {} ms",
+        at_once.entries,
+        at_once.duplicate_share() * 100.0,
+        at_once.p99_ms,
+        held.entries,
+        held.duplicate_share() * 100.0,
+        held.p99_ms,
+    );
+    assert_eq!(
+        (at_once.echoed, held.echoed),
+        (0, 0),
+        "no region is sent its own entries back"
+    );
+    assert!(
+        held.duplicate_share() < at_once.duplicate_share() * 0.85,
+        "holding relays should cut the duplicate share: {at_once:?} vs {held:?}"
+    );
+}

@@ -440,6 +440,7 @@ fn a_peer_shipping_changes_of_a_region_outside_the_cluster_is_refused_then_penal
         region: tributary_engine::ids::RegionId::new("eu-west-1").expect("region"),
         protocol_version: PROTOCOL_VERSION,
         head: Default::default(),
+        accepts_progress: false,
     };
     let batch = Batch {
         id: BatchId(1),

@@ -95,6 +95,9 @@ pub struct Args {
     /// Which links the pause stops.
     #[arg(long, value_enum, default_value_t = PauseLinks::AllInto)]
     pub pause_links: PauseLinks,
+    /// The nodes' `[shipping] relay_hold` (e.g. "0s"; default: the node's).
+    #[arg(long)]
+    pub relay_hold: Option<String>,
     /// Load before the steady phase starts, in seconds (not measured).
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
@@ -162,7 +165,14 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let binary = replicator_binary(&args)?;
     report::header(&args, &binary);
-    let cluster = Cluster::start(&binary, &REGIONS, args.sync, args.keep).await?;
+    let cluster = Cluster::start(
+        &binary,
+        &REGIONS,
+        args.sync,
+        args.relay_hold.as_deref(),
+        args.keep,
+    )
+    .await?;
     if args.keep {
         println!(
             "keeping the nodes' data, configs and logs in {}",

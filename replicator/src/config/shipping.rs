@@ -26,6 +26,15 @@ pub struct ShippingConfig {
     pub batch_linger: Duration,
     /// Batches sent to one peer and not yet acknowledged (the window).
     pub max_in_flight_batches: usize,
+    /// How long a link holds back relaying another region's fresh entries
+    /// once the peer showed it gets them from that region directly (they
+    /// would arrive twice); `"0s"` (the default) relays everything at
+    /// once. Also the most a relay is late when the direct path fails.
+    /// Holding saves bandwidth but delays this region's own changes that
+    /// depend on a held entry until the peer reports having it (see
+    /// ARCHITECTURE.md, "Relays and duplicates").
+    #[serde(deserialize_with = "duration")]
+    pub relay_hold: Duration,
     /// How often a heartbeat (HLC, head seqs) goes to each peer.
     #[serde(deserialize_with = "duration")]
     pub heartbeat_interval: Duration,
@@ -75,6 +84,7 @@ impl Default for ShippingConfig {
             batch_max_bytes: ByteSize::mib(1),
             batch_linger: Duration::from_millis(2),
             max_in_flight_batches: 4,
+            relay_hold: Duration::ZERO,
             heartbeat_interval: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(2),
@@ -113,6 +123,7 @@ impl ShippingConfig {
             // Validation keeps it below 4 GiB; saturate on a 32-bit target.
             max_bytes: usize::try_from(self.batch_max_bytes.as_u64()).unwrap_or(usize::MAX),
             max_in_flight: self.max_in_flight_batches,
+            relay_hold: self.relay_hold,
         }
     }
 
@@ -126,6 +137,7 @@ impl ShippingConfig {
                 "max_in_flight_batches",
                 self.max_in_flight_batches.to_string(),
             ),
+            ("relay_hold", format_duration(self.relay_hold)),
             (
                 "heartbeat_interval",
                 format_duration(self.heartbeat_interval),

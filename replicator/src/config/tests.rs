@@ -143,6 +143,7 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
     assert_eq!(sh.reconnect_backoff_max, Duration::from_secs(2));
     assert_eq!(sh.max_message_bytes, ByteSize::b(8 << 20));
     assert_eq!(sh.log_retention, Duration::from_secs(3600));
+    assert_eq!(sh.relay_hold, Duration::ZERO, "relays leave at once");
     let limits = sh.outbound_limits();
     assert_eq!(
         (limits.max_entries, limits.max_bytes, limits.max_in_flight),
@@ -154,7 +155,7 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
 fn durations_and_sizes_are_read_with_their_units() {
     let text = format!(
         "{MINIMAL}\n[storage]\nsync = \"group\"\ngroup_commit_interval = \"250us\"\n\
-         max_clock_skew = \"1m 30s\"\nitem_cache = \"0\"\n[shipping]\nbatch_linger = \"0s\"\n\
+         max_clock_skew = \"1m 30s\"\nitem_cache = \"0\"\n[shipping]\nbatch_linger = \"0s\"\nrelay_hold = \"500ms\"\n\
          log_retention = \"2days\"\nbatch_max_bytes = \"512KiB\"\nmax_message_bytes = \"16 MB\"\n"
     );
     let c = NodeConfig::from_toml_str(&text).expect("units parse");
@@ -168,6 +169,10 @@ fn durations_and_sizes_are_read_with_their_units() {
         "\"0\" turns the item cache off"
     );
     assert_eq!(c.shipping.batch_linger, Duration::ZERO);
+    assert_eq!(
+        c.shipping.outbound_limits().relay_hold,
+        Duration::from_millis(500)
+    );
     assert_eq!(c.shipping.log_retention, Duration::from_secs(2 * 86_400));
     assert_eq!(c.shipping.batch_max_bytes.as_u64(), 512 * 1024);
     assert_eq!(c.shipping.max_message_bytes.as_u64(), 16_000_000);

@@ -8,6 +8,8 @@ pub mod penalty;
 pub mod retry;
 
 pub use lag::{LinkFacts, OriginLag, PeerLag, Rate, peer_lag};
-pub use outbound::{AckOutcome, Batch, BatchId, Outbound, OutboundLimits};
+pub use outbound::{
+    AckOutcome, Batch, BatchId, EntryHead, Outbound, OutboundLimits, Read, Shippable,
+};
 pub use penalty::{PenaltyBox, PenaltyRules};
 pub use retry::{Backoff, CircuitBreaker, CircuitState};

@@ -3,20 +3,42 @@
 //! It decides what to read from the log and ship, keeps a window of batches
 //! in flight, and turns the peer's acknowledgements into the durable
 //! acknowledged vector. It does no I/O: the link task feeds it events
-//! (connected, entries read, ack received) and carries out what it returns.
+//! (connected, entries read, ack or progress received) and carries out what
+//! it returns. Time comes in as Unix milliseconds, so tests control it.
 //!
 //! Invariants:
 //! - `acked ≤ sent` pointwise while connected, and `acked` never decreases
-//!   (it is persisted; a restart resumes from it);
+//!   (it is persisted; a restart resumes from it) — except when a peer's
+//!   welcome reports less than it acknowledged: it lost its data (a wiped
+//!   node), and what it lost is sent again;
 //! - batches leave in HLC order with, per origin, contiguous seqs starting
 //!   right after `sent` — what the receiver's dense-seq check expects;
+//! - an entry leaves only once its `deps` are covered by `sent` (the peer's
+//!   own origin aside: the peer has its own entries), so the receiver never
+//!   stops at a missing dependency because of what this link held back;
 //! - at most `max_in_flight` batches are unacknowledged (flow control
 //!   without stop-and-wait);
 //! - an ack that does not cover its batch (the receiver stopped at a gap, a
 //!   missing dependency or a clock-skew refusal) rewinds `sent` to what the
 //!   peer has: go-back-N, duplicates being harmless at the receiver.
+//!
+//! What it does not send (each would arrive as a duplicate):
+//! - **the peer's own entries**, unless its welcome says it may lack some
+//!   (a wiped node bootstrapping: then it gets them back from here);
+//! - **fresh relays the peer gets by another path.** A link relays other
+//!   origins' entries, which a line topology needs; in a mesh the peer gets
+//!   them from their origin too. When the peer's acks show it has entries
+//!   of an origin that this link never sent, it has another path, and for
+//!   [`OutboundLimits::relay_hold`] after that this link holds back that
+//!   origin's entries that reached this node less than `relay_hold` ago
+//!   (as [`Outbound::observe`] saw the head move), and what depends on
+//!   them, until the peer's acks cover them. Older entries (a backlog) and
+//!   everything after the hold expires are relayed as before, so a path
+//!   that fails costs at most `relay_hold` of extra lag. Only this node's
+//!   clock is read: other regions' clock skew does not matter.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use tributary_engine::change::LogEntry;
 use tributary_engine::ids::{RegionId, Seq, VersionVector};
@@ -30,6 +52,9 @@ pub struct OutboundLimits {
     pub max_bytes: usize,
     /// Batches sent and not yet acknowledged.
     pub max_in_flight: usize,
+    /// How long a fresh relay is held back once the peer showed it gets the
+    /// origin by another path (see the module docs); zero relays at once.
+    pub relay_hold: Duration,
 }
 
 /// Names one batch on a link; increasing.
@@ -38,11 +63,50 @@ pub struct BatchId(pub u64);
 
 /// A batch to put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub struct Batch<E = LogEntry> {
     /// Its id (echoed by the ack).
     pub id: BatchId,
     /// Entries in HLC order.
-    pub entries: Vec<LogEntry>,
+    pub entries: Vec<E>,
+}
+
+/// What the link needs to know of an entry to decide whether it leaves.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryHead<'a> {
+    /// The origin.
+    pub origin: &'a RegionId,
+    /// Its seq.
+    pub seq: Seq,
+    /// Its causal dependencies.
+    pub deps: &'a VersionVector,
+}
+
+/// A form of log entry a link can ship (decoded, or as stored).
+pub trait Shippable {
+    /// The entry's head.
+    fn head(&self) -> EntryHead<'_>;
+}
+
+impl Shippable for LogEntry {
+    fn head(&self) -> EntryHead<'_> {
+        EntryHead {
+            origin: &self.origin,
+            seq: self.seq,
+            deps: &self.deps,
+        }
+    }
+}
+
+/// What to read from the log next: entries above `from`, up to `upto`
+/// (never beyond the durable head), at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// Read up to this vector.
+    pub upto: VersionVector,
+    /// Read above this vector.
+    pub from: VersionVector,
+    /// At most this many entries.
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +114,54 @@ struct InFlight {
     id: BatchId,
     /// `sent` right after this batch.
     upto: VersionVector,
+}
+
+/// When one origin's recent entries reached this node: `(seq, ms)` samples,
+/// increasing, each meaning "entries up to `seq` were here at `ms`".
+#[derive(Debug, Clone, Default)]
+struct Arrivals {
+    /// Entries up to here arrived long enough ago to be old.
+    old_upto: Seq,
+    samples: VecDeque<(Seq, u64)>,
+}
+
+impl Arrivals {
+    fn old_upto(seq: Seq) -> Self {
+        Arrivals {
+            old_upto: seq,
+            samples: VecDeque::new(),
+        }
+    }
+
+    fn record(&mut self, head: Seq, now_millis: u64) {
+        let newest = self.samples.back().map_or(self.old_upto, |(s, _)| *s);
+        if head > newest {
+            self.samples.push_back((head, now_millis));
+        }
+    }
+
+    fn forget_before(&mut self, millis: u64) {
+        while let Some(&(seq, at)) = self.samples.front()
+            && at < millis
+        {
+            self.old_upto = seq;
+            self.samples.pop_front();
+        }
+    }
+
+    /// When entry `seq` arrived: `None` if it is old, `now_millis` if it
+    /// was not seen yet.
+    fn arrived(&self, seq: Seq, now_millis: u64) -> Option<u64> {
+        if seq <= self.old_upto {
+            return None;
+        }
+        Some(
+            self.samples
+                .iter()
+                .find(|(s, _)| *s >= seq)
+                .map_or(now_millis, |(_, at)| *at),
+        )
+    }
 }
 
 /// What an acknowledgement changed.
@@ -66,6 +178,7 @@ pub struct AckOutcome {
 /// The sender's state for one peer.
 #[derive(Debug, Clone)]
 pub struct Outbound {
+    local: RegionId,
     peer: RegionId,
     limits: OutboundLimits,
     acked: VersionVector,
@@ -74,12 +187,31 @@ pub struct Outbound {
     next_id: u64,
     connected: bool,
     paused: bool,
+    /// The peer's own entries up to here are sent: none when it has them
+    /// all, all of them when it may have lost some (a wiped node).
+    peer_own: Seq,
+    /// Per third origin: when the peer last showed it has entries of it
+    /// that this link did not send (Unix ms).
+    other_path: BTreeMap<RegionId, u64>,
+    /// Per third origin: when its entries reached this node, as far as the
+    /// hold needs to know.
+    arrivals: BTreeMap<RegionId, Arrivals>,
+    /// Set when the last pack held entries back: nothing is read again
+    /// before this time unless the peer's acks move.
+    stalled_until: Option<u64>,
 }
 
 impl Outbound {
-    /// A link that resumes from the persisted acknowledged vector.
-    pub fn new(peer: RegionId, limits: OutboundLimits, acked: VersionVector) -> Self {
+    /// The link from `local` to `peer`, resuming from the persisted
+    /// acknowledged vector.
+    pub fn new(
+        local: RegionId,
+        peer: RegionId,
+        limits: OutboundLimits,
+        acked: VersionVector,
+    ) -> Self {
         Self {
+            local,
             peer,
             limits,
             sent: acked.clone(),
@@ -88,6 +220,10 @@ impl Outbound {
             next_id: 1,
             connected: false,
             paused: false,
+            peer_own: Seq::ZERO,
+            other_path: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            stalled_until: None,
         }
     }
 
@@ -121,14 +257,40 @@ impl Outbound {
         self.paused
     }
 
+    /// When entries held back may leave (Unix ms), if any are: the link
+    /// task wakes then, unless an ack comes first.
+    pub fn wake_at(&self) -> Option<u64> {
+        self.stalled_until
+    }
+
     /// A stream is up and the peer said what it has (its applied vector,
-    /// durable on its side). Sending restarts from there; returns the
-    /// acknowledged vector to persist if the handshake moved it.
-    pub fn on_connected(&mut self, peer_applied: &VersionVector) -> Option<VersionVector> {
+    /// durable on its side) and whether it holds all of its own region's
+    /// entries; `head` is this node's. Sending restarts from there; returns
+    /// the acknowledged vector to persist if the handshake moved it.
+    pub fn on_connected(
+        &mut self,
+        peer_applied: &VersionVector,
+        head: &VersionVector,
+        peer_own_complete: bool,
+    ) -> Option<VersionVector> {
         self.connected = true;
         self.in_flight.clear();
-        let before = self.acked.clone();
-        self.acked.join(peer_applied);
+        self.other_path.clear();
+        self.stalled_until = None;
+        // What is here already is a backlog: never held.
+        self.arrivals = head
+            .iter()
+            .map(|(origin, seq)| (origin.clone(), Arrivals::old_upto(seq)))
+            .collect();
+        self.peer_own = if peer_own_complete {
+            Seq::ZERO
+        } else {
+            Seq(u64::MAX)
+        };
+        // The welcome is what the peer has, durably: normally at least what
+        // it acknowledged before, but less if it lost its disk — then what
+        // it lost is sent again (joining would leave it without it).
+        let before = std::mem::replace(&mut self.acked, peer_applied.clone());
         self.sent = self.acked.clone();
         (self.acked != before).then(|| self.acked.clone())
     }
@@ -137,6 +299,7 @@ impl Outbound {
     pub fn on_disconnected(&mut self) {
         self.connected = false;
         self.in_flight.clear();
+        self.stalled_until = None;
         self.sent = self.acked.clone();
     }
 
@@ -146,62 +309,116 @@ impl Outbound {
         self.paused = paused;
     }
 
-    /// What to read next from the log, given its head: entries above the
-    /// returned vector, at most the returned count. `None` when the link is
-    /// down or paused, the window is full, or the peer is up to date.
-    pub fn want(&self, head: &VersionVector) -> Option<(VersionVector, usize)> {
+    /// What to read next from the log, given its durable head. `None` when
+    /// the link is down or paused, the window is full, entries are held
+    /// back until [`Outbound::wake_at`], or the peer is up to date.
+    pub fn want(&self, head: &VersionVector, now_millis: u64) -> Option<Read> {
         let room = self.connected
             && !self.paused
             && self.in_flight.len() < self.limits.max_in_flight
-            && !head.dominated_by(&self.sent);
-        room.then(|| (self.sent.clone(), self.limits.max_entries))
+            && self.stalled_until.is_none_or(|until| now_millis >= until);
+        if !room {
+            return None;
+        }
+        let mut upto = head.clone();
+        if upto.get(&self.peer) > self.peer_own {
+            upto.set(self.peer.clone(), self.peer_own);
+        }
+        (!upto.dominated_by(&self.sent)).then(|| Read {
+            upto,
+            from: self.sent.clone(),
+            limit: self.limits.max_entries,
+        })
     }
 
-    /// Packs entries read above [`Outbound::want`]'s vector (in HLC order)
-    /// into the next batch: a prefix within the count and byte limits,
-    /// always at least one entry. `size_of` gives an entry's encoded size.
-    /// Entries the peer is already sent are skipped.
-    pub fn pack(
-        &mut self,
-        entries: Vec<LogEntry>,
-        size_of: impl Fn(&LogEntry) -> usize,
-    ) -> Option<Batch> {
-        let (id, entries) = self.pack_with(entries, |e| (&e.origin, e.seq), size_of)?;
-        Some(Batch { id, entries })
+    fn hold_millis(&self) -> u64 {
+        u64::try_from(self.limits.relay_hold.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// [`Outbound::pack`] over any form of the entries (e.g. already
-    /// encoded for the wire, so each is encoded once): `id_of` gives an
-    /// entry's origin and seq. Returns the batch's id and its entries.
-    pub fn pack_with<E>(
+    /// Records when the head moved (call it whenever the head is read):
+    /// the hold counts a relay's age from here.
+    pub fn observe(&mut self, head: &VersionVector, now_millis: u64) {
+        if self.limits.relay_hold.is_zero() {
+            return;
+        }
+        let hold = self.hold_millis();
+        for (origin, seq) in head.iter() {
+            if origin != &self.local && origin != &self.peer {
+                let arrivals = self.arrivals.entry(origin.clone()).or_default();
+                arrivals.record(seq, now_millis);
+                arrivals.forget_before(now_millis.saturating_sub(hold));
+            }
+        }
+    }
+
+    /// Until when the relay `(origin, seq)` is held back, if it is.
+    fn hold(&self, origin: &RegionId, seq: Seq, now_millis: u64) -> Option<u64> {
+        if origin == &self.local || origin == &self.peer || self.limits.relay_hold.is_zero() {
+            return None;
+        }
+        let hold = self.hold_millis();
+        let path_seen = *self.other_path.get(origin)?;
+        let arrived = match self.arrivals.get(origin) {
+            Some(arrivals) => arrivals.arrived(seq, now_millis)?,
+            None => now_millis,
+        };
+        let until = path_seen.min(arrived).saturating_add(hold);
+        (now_millis < until).then_some(until)
+    }
+
+    /// Packs entries read for [`Outbound::want`] (in HLC order) into the
+    /// next batch, within the count and byte limits (always at least one
+    /// entry); `size_of` gives an entry's encoded size. Entries the peer
+    /// was sent are skipped; entries held back (see the module docs) stay,
+    /// and so does the rest of their origin. `None` when nothing may leave.
+    pub fn pack<E: Shippable>(
         &mut self,
         entries: Vec<E>,
-        id_of: impl Fn(&E) -> (&RegionId, Seq),
+        now_millis: u64,
         size_of: impl Fn(&E) -> usize,
-    ) -> Option<(BatchId, Vec<E>)> {
+    ) -> Option<Batch<E>> {
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         let mut sent = self.sent.clone();
+        // Origins whose next entry stays behind: their later ones must too.
+        let mut stuck: BTreeSet<RegionId> = BTreeSet::new();
+        let mut held_until: Option<u64> = None;
+        let mut full = false;
         for e in entries {
-            let (origin, seq) = id_of(&e);
-            if seq <= sent.get(origin) {
+            let h = e.head();
+            let next = sent.get(h.origin).next();
+            if h.seq < next || stuck.contains(h.origin) {
                 continue;
             }
-            if seq != sent.get(origin).next() {
-                // Not contiguous with what was sent: the log was read from
-                // a stale vector. Stop here; the rest is read again.
-                break;
+            let deps_covered = h
+                .deps
+                .iter()
+                .all(|(o, s)| o == &self.peer || s <= sent.get(o));
+            if h.seq != next || !deps_covered {
+                // Not contiguous with what was sent (the log was read from
+                // a stale vector), or depending on what stays behind.
+                stuck.insert(h.origin.clone());
+                continue;
+            }
+            if let Some(until) = self.hold(h.origin, h.seq, now_millis) {
+                held_until = Some(held_until.map_or(until, |u| u.min(until)));
+                stuck.insert(h.origin.clone());
+                continue;
             }
             let size = size_of(&e);
             if !batch.is_empty()
                 && (batch.len() >= self.limits.max_entries || bytes + size > self.limits.max_bytes)
             {
+                full = true;
                 break;
             }
             bytes += size;
-            sent.set(origin.clone(), seq);
+            sent.set(h.origin.clone(), h.seq);
             batch.push(e);
         }
+        // Wait (for an ack, or the hold to end) only when everything that
+        // may leave did: a batch cut by its limits is followed at once.
+        self.stalled_until = if full { None } else { held_until };
         if batch.is_empty() {
             return None;
         }
@@ -209,11 +426,18 @@ impl Outbound {
         self.next_id += 1;
         self.sent = sent.clone();
         self.in_flight.push_back(InFlight { id, upto: sent });
-        Some((id, batch))
+        Some(Batch { id, entries: batch })
     }
 
-    /// The peer acknowledged batch `id` with its applied vector.
-    pub fn on_ack(&mut self, id: BatchId, applied: &VersionVector) -> AckOutcome {
+    /// Joins what the peer reported having into `acked` (and `sent`),
+    /// noting origins it got by another path. Returns the outcome's
+    /// figures; rewinding is the caller's.
+    fn learn(&mut self, applied: &VersionVector, now_millis: u64) -> AckOutcome {
+        for (origin, seq) in applied.iter() {
+            if origin != &self.local && origin != &self.peer && seq > self.sent.get(origin) {
+                self.other_path.insert(origin.clone(), now_millis);
+            }
+        }
         let before = self.acked.clone();
         self.acked.join(applied);
         let newly_acked = self.acked.records_ahead_of(&before);
@@ -221,28 +445,54 @@ impl Outbound {
         // sending: without this, every entry reached a peer once per path
         // (two thirds of what receivers got were duplicates).
         self.sent.join(&self.acked);
+        let moved = self.acked != before;
+        if moved {
+            // Held entries may be covered now, or their dependencies.
+            self.stalled_until = None;
+        }
+        AckOutcome {
+            newly_acked,
+            persist: moved.then(|| self.acked.clone()),
+            rewound: false,
+        }
+    }
+
+    /// The peer acknowledged batch `id` with its applied vector.
+    pub fn on_ack(&mut self, id: BatchId, applied: &VersionVector, now_millis: u64) -> AckOutcome {
+        let mut outcome = self.learn(applied, now_millis);
         let covered = self
             .in_flight
             .iter()
             .find(|b| b.id == id)
             .is_none_or(|b| b.upto.dominated_by(applied));
-        let rewound = !covered;
-        if rewound {
+        outcome.rewound = !covered;
+        if outcome.rewound {
             self.in_flight.clear();
+            self.stalled_until = None;
             self.sent = self.acked.clone();
         } else {
-            while self
-                .in_flight
-                .front()
-                .is_some_and(|b| b.id <= id || b.upto.dominated_by(&self.acked))
-            {
-                self.in_flight.pop_front();
-            }
+            self.retire(Some(id));
         }
-        AckOutcome {
-            newly_acked,
-            persist: (self.acked != before).then(|| self.acked.clone()),
-            rewound,
+        outcome
+    }
+
+    /// The peer reported its applied vector between acks (it moved by
+    /// other peers' batches or local writes): never a rewind.
+    pub fn on_progress(&mut self, applied: &VersionVector, now_millis: u64) -> AckOutcome {
+        let outcome = self.learn(applied, now_millis);
+        self.retire(None);
+        outcome
+    }
+
+    /// Drops batches in flight that are acknowledged: up to `id`, or
+    /// covered by `acked`.
+    fn retire(&mut self, id: Option<BatchId>) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|b| id.is_some_and(|id| b.id <= id) || b.upto.dominated_by(&self.acked))
+        {
+            self.in_flight.pop_front();
         }
     }
 }
@@ -256,16 +506,24 @@ mod tests {
 
     use super::*;
 
+    /// "Now", in ms: entries stamped before it are old.
+    const NOW: u64 = 1_000_000;
+    const HOLD: u64 = 100;
+
     fn r(s: &str) -> RegionId {
         RegionId::new(s).expect("region")
     }
 
     fn e(origin: &str, seq: u64, hlc: u64) -> LogEntry {
+        e_deps(origin, seq, hlc, &[])
+    }
+
+    fn e_deps(origin: &str, seq: u64, hlc: u64, deps: &[(&str, u64)]) -> LogEntry {
         LogEntry {
             origin: r(origin),
             seq: Seq(seq),
             hlc: Hlc::new(hlc, 0),
-            deps: VersionVector::new(),
+            deps: vv(deps),
             key: ItemKey::new(TableName::new("t").expect("t"), Scalar::S("k".into()), None)
                 .expect("key"),
             delta: ItemState::new(),
@@ -281,105 +539,294 @@ mod tests {
             max_entries: 2,
             max_bytes: 1000,
             max_in_flight: 2,
+            relay_hold: Duration::from_millis(HOLD),
         }
+    }
+
+    /// The link from `a` to `b`.
+    fn link(acked: VersionVector) -> Outbound {
+        Outbound::new(r("a"), r("b"), limits(), acked)
+    }
+
+    fn seqs<E: Shippable>(batch: &Batch<E>) -> Vec<(String, u64)> {
+        batch
+            .entries
+            .iter()
+            .map(|e| (e.head().origin.to_string(), e.head().seq.0))
+            .collect()
+    }
+
+    fn read(from: VersionVector, upto: VersionVector) -> Option<Read> {
+        Some(Read {
+            upto,
+            from,
+            limit: 2,
+        })
     }
 
     #[test]
     fn ships_nothing_until_connected_then_resumes_from_what_the_peer_has() {
-        let mut o = Outbound::new(r("b"), limits(), vv(&[("a", 1)]));
+        let mut o = link(vv(&[("a", 1)]));
         let head = vv(&[("a", 3)]);
-        assert_eq!(o.want(&head), None, "no stream, nothing to read");
-        let persist = o.on_connected(&vv(&[("a", 2), ("b", 7)]));
+        assert_eq!(o.want(&head, NOW), None, "no stream, nothing to read");
+        let persist = o.on_connected(&vv(&[("a", 2), ("b", 7)]), &head, true);
         assert_eq!(
             persist,
             Some(vv(&[("a", 2), ("b", 7)])),
             "the handshake is an ack"
         );
-        assert_eq!(o.want(&head), Some((vv(&[("a", 2), ("b", 7)]), 2)));
+        assert_eq!(o.want(&head, NOW), read(vv(&[("a", 2), ("b", 7)]), head));
     }
 
     #[test]
     fn what_the_peer_got_from_others_is_not_sent_again() {
-        let mut o = Outbound::new(r("b"), limits(), VersionVector::new());
-        o.on_connected(&VersionVector::new());
-        let read = |from: u64| (from..=6).map(|s| e("c", s, s)).collect::<Vec<_>>();
-        let b1 = o.pack(read(1), |_| 10).expect("batch");
-        // The peer acks batch 1 with entries up to 5 it got from another
-        // peer meanwhile: only 6 remains to send.
-        o.on_ack(b1.id, &vv(&[("c", 5)]));
-        assert_eq!(o.sent(), &vv(&[("c", 5)]));
-        assert_eq!(o.want(&vv(&[("c", 6)])), Some((vv(&[("c", 5)]), 2)));
-        let b2 = o.pack(read(6), |_| 10).expect("batch");
-        assert_eq!(b2.entries.iter().map(|e| e.seq.0).collect::<Vec<_>>(), [6]);
-        o.on_ack(b2.id, &vv(&[("c", 6)]));
-        assert_eq!(o.want(&vv(&[("c", 6)])), None, "up to date");
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        let read = |from: u64| (from..=6).map(|s| e("a", s, s)).collect::<Vec<_>>();
+        let b1 = o.pack(read(1), NOW, |_| 10).expect("batch");
+        // The peer acks batch 1 with this node's entries up to 5, which it
+        // got relayed by another peer meanwhile: only 6 remains to send.
+        o.on_ack(b1.id, &vv(&[("a", 5)]), NOW);
+        assert_eq!(o.sent(), &vv(&[("a", 5)]));
+        let head = vv(&[("a", 6)]);
+        assert_eq!(o.want(&head, NOW).map(|r| r.from), Some(vv(&[("a", 5)])));
+        let b2 = o.pack(read(6), NOW, |_| 10).expect("batch");
+        assert_eq!(seqs(&b2), [("a".to_owned(), 6)]);
+        o.on_ack(b2.id, &vv(&[("a", 6)]), NOW);
+        assert_eq!(o.want(&head, NOW), None, "up to date");
     }
 
     #[test]
     fn batches_respect_count_bytes_and_the_window() {
-        let mut o = Outbound::new(r("b"), limits(), VersionVector::new());
-        o.on_connected(&VersionVector::new());
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
         let head = vv(&[("a", 5)]);
-        let read = || (1..=5).map(|s| e("a", s, s)).collect::<Vec<_>>();
-        let b1 = o.pack(read(), |_| 10).expect("batch");
+        let entries = || (1..=5).map(|s| e("a", s, s)).collect::<Vec<_>>();
+        let b1 = o.pack(entries(), NOW, |_| 10).expect("batch");
         assert_eq!(b1.entries.len(), 2, "count limit");
-        let b2 = o.pack(read(), |_| 600).expect("batch");
+        let b2 = o.pack(entries(), NOW, |_| 600).expect("batch");
         assert_eq!(b2.entries.len(), 1, "byte limit, but never empty");
-        assert_eq!(o.want(&head), None, "window of 2 is full");
-        let out = o.on_ack(b1.id, &vv(&[("a", 2)]));
+        assert_eq!(o.want(&head, NOW), None, "window of 2 is full");
+        let out = o.on_ack(b1.id, &vv(&[("a", 2)]), NOW);
         assert_eq!((out.newly_acked, out.rewound), (2, false));
         assert_eq!(out.persist, Some(vv(&[("a", 2)])));
         assert_eq!(o.in_flight(), 1);
-        assert_eq!(o.want(&head), Some((vv(&[("a", 3)]), 2)));
+        assert_eq!(o.want(&head, NOW), read(vv(&[("a", 3)]), head));
     }
 
     #[test]
     fn an_ack_that_stops_short_rewinds_to_what_the_peer_has() {
-        let mut o = Outbound::new(r("b"), limits(), VersionVector::new());
-        o.on_connected(&VersionVector::new());
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
         let b1 = o
-            .pack(vec![e("a", 1, 1), e("c", 1, 2)], |_| 1)
+            .pack(vec![e("a", 1, 1), e("c", 1, 2)], NOW, |_| 1)
             .expect("batch");
         // The peer applied a:1 but refused c:1 (say, a missing dependency).
-        let out = o.on_ack(b1.id, &vv(&[("a", 1)]));
+        let out = o.on_ack(b1.id, &vv(&[("a", 1)]), NOW);
         assert!(out.rewound);
         assert_eq!(o.sent(), &vv(&[("a", 1)]));
         assert_eq!(o.in_flight(), 0);
-        let again = o.pack(vec![e("c", 1, 2)], |_| 1).expect("resend");
-        assert_eq!(again.entries[0].origin, r("c"));
+        let again = o.pack(vec![e("c", 1, 2)], NOW, |_| 1).expect("resend");
+        assert_eq!(seqs(&again), [("c".to_owned(), 1)]);
     }
 
     #[test]
-    fn a_stale_read_is_cut_at_the_first_gap_and_duplicates_are_skipped() {
-        let mut o = Outbound::new(r("b"), limits(), vv(&[("a", 1)]));
-        o.on_connected(&VersionVector::new());
+    fn a_stale_read_stops_its_origin_at_the_first_gap_and_duplicates_are_skipped() {
+        let mut o = link(vv(&[("a", 1)]));
+        o.on_connected(&vv(&[("a", 1)]), &VersionVector::new(), true);
         let b = o
-            .pack(vec![e("a", 1, 1), e("a", 2, 2), e("a", 4, 4)], |_| 1)
+            .pack(
+                vec![e("a", 1, 1), e("a", 2, 2), e("a", 4, 4), e("c", 1, 5)],
+                NOW,
+                |_| 1,
+            )
             .expect("batch");
-        assert_eq!(
-            b.entries.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(seqs(&b), [("a".to_owned(), 2), ("c".to_owned(), 1)]);
+        assert_eq!(o.wake_at(), None, "a gap is read again, not waited for");
     }
 
     #[test]
     fn acks_never_move_backwards_and_disconnect_resends_in_flight() {
-        let mut o = Outbound::new(r("b"), limits(), VersionVector::new());
-        o.on_connected(&VersionVector::new());
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
         let b1 = o
-            .pack(vec![e("a", 1, 1), e("a", 2, 2)], |_| 1)
+            .pack(vec![e("a", 1, 1), e("a", 2, 2)], NOW, |_| 1)
             .expect("batch");
-        o.on_ack(b1.id, &vv(&[("a", 2)]));
-        let out = o.on_ack(b1.id, &vv(&[("a", 1)]));
+        o.on_ack(b1.id, &vv(&[("a", 2)]), NOW);
+        let out = o.on_ack(b1.id, &vv(&[("a", 1)]), NOW);
         assert_eq!(out.persist, None, "an old ack changes nothing");
         assert_eq!(o.acked(), &vv(&[("a", 2)]));
-        o.pack(vec![e("a", 3, 3)], |_| 1).expect("batch");
+        o.pack(vec![e("a", 3, 3)], NOW, |_| 1).expect("batch");
         o.on_disconnected();
         assert_eq!(o.sent(), &vv(&[("a", 2)]), "unacked entries will be resent");
         o.set_paused(true);
-        o.on_connected(&VersionVector::new());
-        assert_eq!(o.want(&vv(&[("a", 3)])), None, "paused");
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        assert_eq!(o.want(&vv(&[("a", 3)]), NOW), None, "paused");
         o.set_paused(false);
-        assert!(o.want(&vv(&[("a", 3)])).is_some());
+        assert!(o.want(&vv(&[("a", 3)]), NOW).is_some());
+    }
+
+    #[test]
+    fn a_peer_that_lost_its_data_is_sent_it_again() {
+        let mut o = link(vv(&[("a", 9), ("c", 4)]));
+        let persist = o.on_connected(&vv(&[("c", 1)]), &vv(&[("a", 9), ("c", 4)]), false);
+        assert_eq!(persist, Some(vv(&[("c", 1)])), "the welcome is what it has");
+        let want = o.want(&vv(&[("a", 9), ("c", 4)]), NOW).expect("resend");
+        assert_eq!(want.from, vv(&[("c", 1)]));
+    }
+
+    #[test]
+    fn the_peers_own_entries_go_back_only_to_a_peer_that_may_lack_them() {
+        // A peer that has all its own entries gets none of them back,
+        // however many this node holds.
+        let mut o = link(VersionVector::new());
+        o.on_connected(&vv(&[("b", 5)]), &vv(&[("b", 3)]), true);
+        let head = vv(&[("a", 1), ("b", 9)]);
+        assert_eq!(o.want(&head, NOW).map(|r| r.upto), Some(vv(&[("a", 1)])));
+        assert_eq!(o.want(&vv(&[("b", 9)]), NOW), None);
+        // A wiped peer bootstrapping gets back what this node has.
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &vv(&[("b", 3)]), false);
+        let want = o
+            .want(&vv(&[("b", 3)]), NOW)
+            .expect("its lost entries go back");
+        assert_eq!(
+            (want.from, want.upto),
+            (VersionVector::new(), vv(&[("b", 3)]))
+        );
+    }
+
+    /// A link whose peer showed, at `NOW`, that it gets `c` directly: its
+    /// ack of a batch of `a:1` says it has `c:1..2` too.
+    fn peer_gets_c_directly() -> Outbound {
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        let b = o.pack(vec![e("a", 1, 1)], NOW, |_| 1).expect("batch");
+        o.on_ack(b.id, &vv(&[("a", 1), ("c", 2)]), NOW);
+        o
+    }
+
+    #[test]
+    fn relays_leave_at_once_while_the_peer_shows_no_other_path() {
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.observe(&vv(&[("a", 1), ("c", 1)]), NOW);
+        let b = o
+            .pack(
+                vec![e("c", 1, 1), e_deps("a", 1, 2, &[("c", 1)])],
+                NOW,
+                |_| 1,
+            )
+            .expect("batch");
+        assert_eq!(seqs(&b), [("c".to_owned(), 1), ("a".to_owned(), 1)]);
+        // Its ack shows nothing beyond what was sent: still no other path.
+        o.on_ack(b.id, &vv(&[("a", 1), ("c", 1)]), NOW);
+        o.observe(&vv(&[("a", 1), ("c", 2)]), NOW);
+        let b = o.pack(vec![e("c", 2, 3)], NOW, |_| 1).expect("relayed");
+        assert_eq!(seqs(&b), [("c".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn a_fresh_relay_the_peer_gets_directly_waits_and_so_do_its_dependents() {
+        let mut o = peer_gets_c_directly();
+        let head = vv(&[("a", 2), ("c", 3), ("d", 1)]);
+        o.observe(&head, NOW);
+        let fresh = || vec![e("c", 3, 3), e_deps("a", 2, 4, &[("c", 3)]), e("d", 1, 4)];
+        // c:3 is held, a:2 depends on it; d is another origin with no
+        // path shown: it leaves.
+        let b = o.pack(fresh(), NOW, |_| 1).expect("batch");
+        assert_eq!(seqs(&b), [("d".to_owned(), 1)]);
+        assert_eq!(o.wake_at(), Some(NOW + HOLD), "until c:3 is old");
+        assert_eq!(o.want(&head, NOW + 1), None, "no reading while held");
+        // The peer's progress shows it got c:3 from c: a:2 may leave, and
+        // c:3 never does.
+        let out = o.on_progress(&vv(&[("a", 1), ("c", 3), ("d", 1)]), NOW + 1);
+        assert!(!out.rewound);
+        assert_eq!(o.wake_at(), None);
+        let want = o.want(&head, NOW + 1).expect("readable again");
+        assert_eq!(want.from, vv(&[("a", 1), ("c", 3), ("d", 1)]));
+        let b = o.pack(fresh(), NOW + 1, |_| 1).expect("batch");
+        assert_eq!(seqs(&b), [("a".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn a_held_relay_leaves_when_it_is_old_or_the_other_path_goes_quiet() {
+        // Here for `relay_hold` already: relayed at once.
+        let mut o = peer_gets_c_directly();
+        o.observe(&vv(&[("c", 3)]), NOW - HOLD);
+        let b = o
+            .pack(vec![e("c", 3, 3)], NOW, |_| 1)
+            .expect("an old entry is relayed");
+        assert_eq!(seqs(&b), [("c".to_owned(), 3)]);
+        // Fresh, but the peer showed no news of c for `relay_hold`: the
+        // other path may be down; relay.
+        let mut o = peer_gets_c_directly();
+        let later = NOW + HOLD;
+        o.observe(&vv(&[("c", 3)]), later - 1);
+        assert!(o.pack(vec![e("c", 3, 3)], later - 1, |_| 1).is_none());
+        let b = o
+            .pack(vec![e("c", 3, 3)], later, |_| 1)
+            .expect("the other path went quiet");
+        assert_eq!(seqs(&b), [("c".to_owned(), 3)]);
+    }
+
+    #[test]
+    fn what_was_here_on_connect_is_a_backlog_and_never_held() {
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &vv(&[("c", 5)]), true);
+        o.observe(&vv(&[("c", 5)]), NOW);
+        let b = o.pack(vec![e("c", 1, 1)], NOW, |_| 1).expect("batch");
+        o.on_ack(b.id, &vv(&[("c", 3)]), NOW);
+        // The peer has another path now, but c:4..5 were here before.
+        let b = o
+            .pack(vec![e("c", 4, 4), e("c", 5, 5)], NOW, |_| 1)
+            .expect("the backlog is relayed");
+        assert_eq!(b.entries.len(), 2);
+        // c:6 arrives after: held.
+        o.observe(&vv(&[("c", 6)]), NOW);
+        assert!(o.pack(vec![e("c", 6, 6)], NOW, |_| 1).is_none());
+    }
+
+    #[test]
+    fn arrivals_age_out_and_unseen_entries_count_as_just_arrived() {
+        let mut a = Arrivals::old_upto(Seq(2));
+        a.record(Seq(5), 100);
+        a.record(Seq(5), 150);
+        a.record(Seq(9), 200);
+        assert_eq!(a.arrived(Seq(2), 300), None, "old");
+        assert_eq!(a.arrived(Seq(3), 300), Some(100));
+        assert_eq!(a.arrived(Seq(6), 300), Some(200));
+        assert_eq!(a.arrived(Seq(10), 300), Some(300), "not seen yet");
+        a.forget_before(150);
+        assert_eq!(a.arrived(Seq(5), 300), None, "aged out");
+        assert_eq!(a.arrived(Seq(6), 300), Some(200));
+    }
+
+    #[test]
+    fn progress_acknowledges_and_retires_but_never_rewinds() {
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.pack(vec![e("a", 1, 1)], NOW, |_| 1).expect("batch");
+        let out = o.on_progress(&vv(&[("b", 4)]), NOW);
+        assert_eq!((out.newly_acked, out.rewound), (4, false));
+        assert_eq!(o.in_flight(), 1, "a:1 is not covered yet");
+        o.on_progress(&vv(&[("a", 1), ("b", 4)]), NOW);
+        assert_eq!(o.in_flight(), 0, "covered: retired before its ack");
+        assert_eq!(o.sent(), &vv(&[("a", 1), ("b", 4)]));
+    }
+
+    #[test]
+    fn a_batch_cut_by_its_limits_does_not_wait_for_held_entries() {
+        let mut o = peer_gets_c_directly();
+        o.observe(&vv(&[("a", 4), ("c", 3)]), NOW);
+        let b = o
+            .pack(
+                vec![e("c", 3, 3), e("a", 2, 4), e("a", 3, 5), e("a", 4, 6)],
+                NOW,
+                |_| 1,
+            )
+            .expect("batch");
+        assert_eq!(b.entries.len(), 2);
+        assert_eq!(o.wake_at(), None, "a:4 is read at once");
     }
 }

@@ -26,10 +26,13 @@ use std::time::Duration;
 
 use crate::link::{BatchId, PenaltyBox};
 use crate::wire::{
-    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, batch_from_wire_lacking,
-    snapshot_from_wire,
+    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, WireProgress,
+    batch_from_wire_lacking, snapshot_from_wire,
 };
 use tributary_engine::store::StoreError;
+
+/// The shortest time between two progress reports on one stream.
+const PROGRESS_EVERY: Duration = Duration::from_millis(10);
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ReceiverMessage, Status>> + Send>>;
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
@@ -223,57 +226,111 @@ impl PeerService {
     }
 
     /// Awaits the batches submitted on one stream, in order, and acks
-    /// each once durable; a failed apply ends the stream.
+    /// each once durable; a failed apply ends the stream. With `progress`,
+    /// it also reports the applied vector when it moves between acks.
     async fn ack_in_order(
         self: Arc<Self>,
         peer: RegionId,
         mut queued: mpsc::Receiver<(BatchId, oneshot::Receiver<Result<Applied, StoreError>>)>,
         acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
+        progress: bool,
     ) {
-        let metrics = &self.core.metrics;
-        let peer_label = [peer.as_str()];
-        while let Some((id, applied)) = queued.recv().await {
-            let (report, applied) = match applied.await {
-                Ok(Ok(done)) => done,
-                Ok(Err(e)) => {
-                    let _ = acks
-                        .send(Err(Status::unavailable(format!("apply failed: {e}"))))
-                        .await;
-                    return;
+        let mut head = self.core.head.clone();
+        // What the sender was last told: the welcome's vector, then each
+        // ack's or progress report's.
+        let mut told = head.borrow_and_update().clone();
+        // A report waits until then (at most one per PROGRESS_EVERY).
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut last_report = tokio::time::Instant::now();
+        loop {
+            let message = tokio::select! {
+                biased;
+                next = queued.recv() => {
+                    let Some((id, applied)) = next else { return };
+                    let Some((applied, message)) = self.acked(&peer, id, applied, &acks).await else {
+                        return;
+                    };
+                    told = applied;
+                    message
                 }
-                Err(_) => {
-                    let _ = acks
-                        .send(Err(Status::unavailable("the log writer has stopped")))
-                        .await;
-                    return;
+                changed = head.changed(), if progress && due.is_none() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    due = Some(last_report + PROGRESS_EVERY);
+                    continue;
+                }
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    due = None;
+                    let now = head.borrow_and_update().clone();
+                    // The sender's own entries it learns of from the acks
+                    // of its batches.
+                    if !now.iter().any(|(o, s)| o != &peer && s > told.get(o)) {
+                        continue;
+                    }
+                    told = now.clone();
+                    last_report = tokio::time::Instant::now();
+                    let report = WireProgress { applied: now, hlc: Hlc::new(now_millis(), 0) };
+                    pb::ReceiverMessage {
+                        body: Some(ReceiverBody::Progress(report.to_wire())),
+                    }
                 }
             };
-            metrics
-                .entries_applied
-                .with_label_values(&peer_label)
-                .inc_by(report.applied as u64);
-            metrics
-                .duplicates
-                .with_label_values(&peer_label)
-                .inc_by(report.duplicates as u64);
-            self.core.log_moved();
-            let stop = report.stopped.as_ref().map(AckStop::from);
-            if let Some(stop) = &stop {
-                let reason = match stop {
-                    AckStop::Gap { .. } => "gap",
-                    AckStop::MissingDeps { .. } => "missing_deps",
-                    AckStop::ClockSkew { .. } => "clock_skew",
-                };
-                metrics
-                    .apply_stops
-                    .with_label_values(&[peer.as_str(), reason])
-                    .inc();
-                tracing::info!(?stop, "batch applied in part");
-            }
-            if acks.send(Ok(ack(id, applied, stop))).await.is_err() {
+            if acks.send(Ok(message)).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Awaits one submitted batch and builds its ack; `None` (after telling
+    /// the sender why) when the apply failed.
+    async fn acked(
+        &self,
+        peer: &RegionId,
+        id: BatchId,
+        applied: oneshot::Receiver<Result<Applied, StoreError>>,
+        acks: &mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
+    ) -> Option<(VersionVector, pb::ReceiverMessage)> {
+        let metrics = &self.core.metrics;
+        let peer_label = [peer.as_str()];
+        let (report, applied) = match applied.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                let _ = acks
+                    .send(Err(Status::unavailable(format!("apply failed: {e}"))))
+                    .await;
+                return None;
+            }
+            Err(_) => {
+                let _ = acks
+                    .send(Err(Status::unavailable("the log writer has stopped")))
+                    .await;
+                return None;
+            }
+        };
+        metrics
+            .entries_applied
+            .with_label_values(&peer_label)
+            .inc_by(report.applied as u64);
+        metrics
+            .duplicates
+            .with_label_values(&peer_label)
+            .inc_by(report.duplicates as u64);
+        self.core.log_moved();
+        let stop = report.stopped.as_ref().map(AckStop::from);
+        if let Some(stop) = &stop {
+            let reason = match stop {
+                AckStop::Gap { .. } => "gap",
+                AckStop::MissingDeps { .. } => "missing_deps",
+                AckStop::ClockSkew { .. } => "clock_skew",
+            };
+            metrics
+                .apply_stops
+                .with_label_values(&[peer.as_str(), reason])
+                .inc();
+            tracing::info!(?stop, "batch applied in part");
+        }
+        Some((applied.clone(), ack(id, applied, stop)))
     }
 
     /// Serves one admitted stream until it ends or fails.
@@ -283,13 +340,18 @@ impl PeerService {
         who: Offender,
         mut messages: Streaming<pb::ShipMessage>,
         acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
+        progress: bool,
     ) {
         let max_entries = self.core.config.shipping.batch_max_entries;
         let metrics = &self.core.metrics;
         let peer_label = [peer.as_str()];
         let (pending, queued) = mpsc::channel(64);
-        let acker =
-            tokio::spawn(Arc::clone(&self).ack_in_order(peer.clone(), queued, acks.clone()));
+        let acker = tokio::spawn(Arc::clone(&self).ack_in_order(
+            peer.clone(),
+            queued,
+            acks.clone(),
+            progress,
+        ));
         let result: Result<(), Status> = async {
             let mut shutdown = self.core.shutdown.clone();
             loop {
@@ -480,6 +542,7 @@ impl Peer for SharedPeerService {
             region: service.core.region().clone(),
             protocol_version: PROTOCOL_VERSION,
             applied: service.core.head.borrow().clone(),
+            own_entries_complete: !lock(&service.core.bootstrap).waiting,
         };
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
@@ -491,7 +554,7 @@ impl Peer for SharedPeerService {
         let span = tracing::info_span!("inbound", region = %service.core.region(), peer = %peer);
         tokio::spawn(
             Arc::clone(service)
-                .serve(peer, who, messages, tx)
+                .serve(peer, who, messages, tx, hello.accepts_progress)
                 .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -88,6 +88,7 @@ impl RunningNode {
             let acked = store.acked(&peer.region)?;
             let state = LinkState {
                 outbound: Outbound::new(
+                    config.region.clone(),
                     peer.region.clone(),
                     config.shipping.outbound_limits(),
                     acked,

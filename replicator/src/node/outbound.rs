@@ -19,17 +19,17 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
-use tributary_engine::ids::{Hlc, RegionId};
-use tributary_engine::store::{LogStore, encoded_entries_above};
+use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
+use tributary_engine::store::{EncodedEntry, LogStore, encoded_entries_above};
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::peer_client::PeerClient;
 use tributary_proto::v1::receiver_message::Body as ReceiverBody;
 use tributary_proto::v1::ship_message::Body as ShipBody;
 
 use super::core::{Core, Link, lock, now_millis};
-use crate::link::{Backoff, BatchId};
+use crate::link::{Backoff, BatchId, EntryHead, Shippable};
 use crate::wire::{
-    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck,
+    AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, WireProgress,
     encoded_entry_to_wire, snapshot_to_wire,
 };
 
@@ -143,6 +143,7 @@ async fn connect_and_ship(
         region: core.region().clone(),
         protocol_version: PROTOCOL_VERSION,
         head: core.head.borrow().clone(),
+        accepts_progress: true,
     };
     tx.send(ship(ShipBody::Hello(hello.to_wire()))).await?;
     let mut replies = client
@@ -177,6 +178,8 @@ async fn connect_and_ship(
                         break ack.applied;
                     }
                 }
+                // The snapshot's ack will say where the peer is.
+                Some(ReceiverBody::Progress(_)) => {}
                 other => bail!("expected the snapshot's ack from {peer}, got {other:?}"),
             }
         };
@@ -184,7 +187,18 @@ async fn connect_and_ship(
     }
     {
         let mut s = lock(&link.state);
-        if let Some(acked) = s.outbound.on_connected(&peer_applied) {
+        let head = core.head.borrow().clone();
+        if !s.outbound.acked().dominated_by(&peer_applied) {
+            tracing::warn!(
+                acked = ?s.outbound.acked(),
+                peer_applied = ?peer_applied,
+                "the peer has less than it acknowledged (it lost its data?): sending it again"
+            );
+        }
+        if let Some(acked) =
+            s.outbound
+                .on_connected(&peer_applied, &head, welcome.own_entries_complete)
+        {
             core.store.set_acked(peer, &acked)?;
         }
         s.breaker.on_success();
@@ -202,8 +216,21 @@ async fn connect_and_ship(
     let mut heartbeat = tokio::time::interval(core.config.shipping.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let peer_label = [peer.as_str()];
+    // Whether to look for entries to send; a progress report alone only
+    // matters when entries are held back (else it would cut batches short
+    // of their linger).
+    let mut fill = true;
     loop {
-        fill_window(core, link, &tx, &peer_label).await?;
+        if fill {
+            fill_window(core, link, &tx, &peer_label).await?;
+        }
+        fill = true;
+        // Entries held back (relays the peer gets directly) are looked at
+        // again when the peer's acks move, or at the latest then.
+        let held = lock(&link.state).outbound.wake_at().map(|at| {
+            tokio::time::Instant::now()
+                + Duration::from_millis(at.saturating_sub(now_millis()))
+        });
         let mut skewed = false;
         tokio::select! {
             reply = replies.message() => {
@@ -211,8 +238,13 @@ async fn connect_and_ship(
                 match reply.and_then(|m| m.body) {
                     Some(ReceiverBody::Ack(ack)) => {
                         let ack = WireAck::from_wire(ack)?;
-                        on_ack(core, peer, link, &ack)?;
+                        on_ack(core, peer, link, Reply::Ack(&ack))?;
                         skewed = matches!(ack.stop, Some(AckStop::ClockSkew { .. }));
+                    }
+                    Some(ReceiverBody::Progress(progress)) => {
+                        let progress = WireProgress::from_wire(progress)?;
+                        fill = lock(&link.state).outbound.wake_at().is_some();
+                        on_ack(core, peer, link, Reply::Progress(&progress))?;
                     }
                     Some(ReceiverBody::Welcome(_)) => bail!("{peer} sent a second welcome"),
                     None => bail!("{peer} ended the stream"),
@@ -233,6 +265,7 @@ async fn connect_and_ship(
                 tx.send(ship(ShipBody::Heartbeat(hb))).await.context("stream closed")?;
             }
             () = link.wake.notified() => {}
+            () = sleep_until(held) => {}
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -293,6 +326,36 @@ async fn send_snapshot(core: &Arc<Core>, tx: &mpsc::Sender<pb::ShipMessage>) -> 
     }
 }
 
+/// A log entry read for shipping: its head (what the link decides on) and
+/// its wire form.
+struct Ready {
+    origin: RegionId,
+    seq: Seq,
+    deps: VersionVector,
+    wire: pb::Entry,
+}
+
+impl Ready {
+    fn new(e: EncodedEntry) -> Self {
+        Ready {
+            origin: e.origin.clone(),
+            seq: e.seq,
+            deps: e.deps.clone(),
+            wire: encoded_entry_to_wire(e),
+        }
+    }
+}
+
+impl Shippable for Ready {
+    fn head(&self) -> EntryHead<'_> {
+        EntryHead {
+            origin: &self.origin,
+            seq: self.seq,
+            deps: &self.deps,
+        }
+    }
+}
+
 fn ship(body: ShipBody) -> pb::ShipMessage {
     pb::ShipMessage { body: Some(body) }
 }
@@ -306,7 +369,13 @@ async fn fill_window(
 ) -> anyhow::Result<()> {
     loop {
         let head = core.head.borrow().clone();
-        let Some((have, limit)) = lock(&link.state).outbound.want(&head) else {
+        let read = {
+            let mut s = lock(&link.state);
+            let now = now_millis();
+            s.outbound.observe(&head, now);
+            s.outbound.want(&head, now)
+        };
+        let Some(read) = read else {
             return Ok(());
         };
         let store = Arc::clone(&core.store);
@@ -315,24 +384,24 @@ async fn fill_window(
         // encoded size packs the batch, its encoding is sent.
         let entries = tokio::task::spawn_blocking(move || {
             Ok::<_, tributary_engine::store::StoreError>(
-                encoded_entries_above(&store, &head, &have, limit)?
+                encoded_entries_above(&store, &read.upto, &read.from, read.limit)?
                     .into_iter()
-                    .map(|e| (e.origin.clone(), e.seq, encoded_entry_to_wire(e)))
+                    .map(Ready::new)
                     .collect::<Vec<_>>(),
             )
         })
         .await??;
-        let batch = lock(&link.state).outbound.pack_with(
-            entries,
-            |(origin, seq, _)| (origin, *seq),
-            |(_, _, wire)| wire.encoded_len(),
-        );
-        let Some((id, entries)) = batch else {
-            // Nothing contiguous to send although the peer lacks entries:
-            // this log no longer has the next ones — truncated, or skipped
-            // by a snapshot this node installed while the link was up. Only
-            // a snapshot can bring the peer up; it is sent on connect, so
-            // start over.
+        let batch =
+            lock(&link.state)
+                .outbound
+                .pack(entries, now_millis(), |e| e.wire.encoded_len());
+        let Some(batch) = batch else {
+            // Nothing may leave although the peer lacks entries: held
+            // back (the link waits for the peer's acks or the hold's end),
+            // or this log no longer has the next ones — truncated, or
+            // skipped by a snapshot this node installed while the link was
+            // up. Only a snapshot can bring the peer up then; it is sent
+            // on connect, so start over.
             let start = core.store.log_start()?;
             let sent = lock(&link.state).outbound.sent().clone();
             if let Some((origin, first)) = start.iter().find(|(o, s)| sent.get(o) < *s) {
@@ -344,8 +413,8 @@ async fn fill_window(
             return Ok(());
         };
         let wire = pb::Batch {
-            id: id.0,
-            entries: entries.into_iter().map(|(_, _, wire)| wire).collect(),
+            id: batch.id.0,
+            entries: batch.entries.into_iter().map(|e| e.wire).collect(),
         };
         core.metrics
             .batches_sent
@@ -365,11 +434,31 @@ async fn fill_window(
     }
 }
 
-fn on_ack(core: &Core, peer: &RegionId, link: &Link, ack: &WireAck) -> anyhow::Result<()> {
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the peer said of its applied vector.
+#[derive(Clone, Copy)]
+enum Reply<'a> {
+    /// A batch's ack.
+    Ack(&'a WireAck),
+    /// Progress between acks.
+    Progress(&'a WireProgress),
+}
+
+fn on_ack(core: &Core, peer: &RegionId, link: &Link, reply: Reply<'_>) -> anyhow::Result<()> {
     let now = now_millis();
     let outcome = {
         let mut s = lock(&link.state);
-        let outcome = s.outbound.on_ack(BatchId(ack.batch_id.0), &ack.applied);
+        let outcome = match reply {
+            Reply::Ack(ack) => s.outbound.on_ack(ack.batch_id, &ack.applied, now),
+            Reply::Progress(p) => s.outbound.on_progress(&p.applied, now),
+        };
         s.last_ack_millis = Some(now);
         s.rate.record(now, outcome.newly_acked);
         outcome
@@ -378,10 +467,13 @@ fn on_ack(core: &Core, peer: &RegionId, link: &Link, ack: &WireAck) -> anyhow::R
         .entries_acked
         .with_label_values(&[peer.as_str()])
         .inc_by(outcome.newly_acked);
-    if let Some(acked) = &outcome.persist {
+    // Persisted on batch acks only: progress comes often, and an acked
+    // vector persisted a little behind is safe (a restart learns the
+    // peer's vector from its welcome; truncation keeps a little more).
+    if let (Some(acked), Reply::Ack(_)) = (&outcome.persist, reply) {
         core.store.set_acked(peer, acked)?;
     }
-    if outcome.rewound {
+    if let (true, Reply::Ack(ack)) = (outcome.rewound, reply) {
         tracing::info!(stop = ?ack.stop, "peer applied a batch in part; resending from its applied vector");
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The receiver's acknowledgement of a batch ([`WireAck`]) and, when it
-//! applied only part of it, why ([`AckStop`]).
+//! applied only part of it, why ([`AckStop`]); and its report of progress
+//! between acks ([`WireProgress`]).
 
 use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
 use tributary_engine::log::ApplyStop;
@@ -184,6 +185,38 @@ impl FromWire for WireAck {
                 .stop
                 .map(|stop| stop_from_wire(stop, "ack.stop"))
                 .transpose()?,
+            hlc: Hlc(wire.hlc),
+        })
+    }
+}
+
+/// The receiver's applied vector, durable, sent when it moved between acks
+/// (by other peers' batches or local writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireProgress {
+    /// The receiver's applied vector, durable.
+    pub applied: VersionVector,
+    /// The receiver's HLC when it reported.
+    pub hlc: Hlc,
+}
+
+impl ToWire for WireProgress {
+    type Wire = pb::Progress;
+
+    fn to_wire(&self) -> pb::Progress {
+        pb::Progress {
+            applied: Some(self.applied.to_wire()),
+            hlc: self.hlc.0,
+        }
+    }
+}
+
+impl FromWire for WireProgress {
+    type Wire = pb::Progress;
+
+    fn from_wire(wire: pb::Progress) -> Result<Self, WireError> {
+        Ok(WireProgress {
+            applied: vector_from_wire(wire.applied, "progress.applied")?,
             hlc: Hlc(wire.hlc),
         })
     }

@@ -24,6 +24,10 @@ pub struct Hello {
     pub protocol_version: u32,
     /// The sender's applied vector: what it can ship.
     pub head: VersionVector,
+    /// The sender understands [`WireProgress`](super::WireProgress)
+    /// messages; a receiver sends none otherwise (an older sender would
+    /// take the unknown message for the end of the stream).
+    pub accepts_progress: bool,
 }
 
 /// The receiver's answer to a [`Hello`].
@@ -37,6 +41,9 @@ pub struct Welcome {
     pub protocol_version: u32,
     /// What the receiver has, durably: the sender starts from there.
     pub applied: VersionVector,
+    /// The receiver holds every entry of its own region (it is not a wiped
+    /// node bootstrapping), so the sender need not send them back.
+    pub own_entries_complete: bool,
 }
 
 /// The fields Hello and Welcome share, validated; `at` names the message.
@@ -73,6 +80,7 @@ impl ToWire for Hello {
             region: self.region.as_str().to_owned(),
             protocol_version: self.protocol_version,
             head: Some(self.head.to_wire()),
+            accepts_progress: self.accepts_progress,
         }
     }
 }
@@ -88,6 +96,7 @@ impl FromWire for Hello {
             region,
             protocol_version,
             head: vector_from_wire(wire.head, "hello.head")?,
+            accepts_progress: wire.accepts_progress,
         })
     }
 }
@@ -101,6 +110,7 @@ impl ToWire for Welcome {
             region: self.region.as_str().to_owned(),
             protocol_version: self.protocol_version,
             applied: Some(self.applied.to_wire()),
+            own_entries_complete: self.own_entries_complete,
         }
     }
 }
@@ -116,6 +126,7 @@ impl FromWire for Welcome {
             region,
             protocol_version,
             applied: vector_from_wire(wire.applied, "welcome.applied")?,
+            own_entries_complete: wire.own_entries_complete,
         })
     }
 }

@@ -34,7 +34,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use ack::{AckStop, MAX_STOP_DETAIL_BYTES, WireAck};
+pub use ack::{AckStop, MAX_STOP_DETAIL_BYTES, WireAck, WireProgress};
 pub use entry::{
     batch_from_wire, batch_from_wire_lacking, batch_to_wire, encoded_entry_to_wire, entry_to_wire,
 };

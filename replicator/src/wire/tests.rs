@@ -331,6 +331,7 @@ fn hello() -> Hello {
         region: region("us-east-1"),
         protocol_version: PROTOCOL_VERSION,
         head: vector(&[("us-east-1", 40), ("eu-west-1", 3)]),
+        accepts_progress: true,
     }
 }
 
@@ -343,6 +344,7 @@ fn hello_and_welcome_round_trip() {
         region: region("eu-west-1"),
         protocol_version: PROTOCOL_VERSION,
         applied: vector(&[("us-east-1", 12)]),
+        own_entries_complete: true,
     };
     assert_eq!(Welcome::from_wire(w.to_wire()).expect("decode"), w);
 }
@@ -371,6 +373,7 @@ fn hello_refusals_name_the_field() {
         region: region("eu-west-1"),
         protocol_version: PROTOCOL_VERSION,
         applied: VersionVector::new(),
+        own_entries_complete: false,
     }
     .to_wire();
     wire.region.clear();
@@ -388,6 +391,27 @@ fn ack(stop: Option<AckStop>) -> WireAck {
         stop,
         hlc: Hlc::new(NOW, 3),
     }
+}
+
+#[test]
+fn progress_round_trips_and_a_bad_vector_is_refused() {
+    let p = WireProgress {
+        applied: vector(&[("us-east-1", 41), ("ap-south-1", 7)]),
+        hlc: Hlc::new(NOW, 1),
+    };
+    let bytes = p.to_wire().encode_to_vec();
+    let decoded = pb::Progress::decode(bytes.as_slice()).expect("protobuf");
+    assert_eq!(WireProgress::from_wire(decoded).expect("decode"), p);
+    let mut wire = p.to_wire();
+    wire.applied = Some(pb::VersionVector {
+        seqs: [("not a region!".to_owned(), 3)].into_iter().collect(),
+    });
+    let err = WireProgress::from_wire(wire).expect_err("refused");
+    assert!(
+        err.field().starts_with("progress.applied"),
+        "{}",
+        err.field()
+    );
 }
 
 #[test]

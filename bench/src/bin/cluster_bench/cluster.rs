@@ -83,6 +83,7 @@ fn config(
     data: &Path,
     peers: &[(&str, SocketAddr)],
     sync: SyncMode,
+    relay_hold: Option<&str>,
 ) -> String {
     let mut s = format!(
         "region = \"{region}\"\ncluster = \"bench\"\ndata_dir = \"{}\"\nlisten = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n",
@@ -97,6 +98,9 @@ fn config(
         "[[tables]]\nname = \"carts\"\npartition_key = \"pk\"\nsort_key = \"sk\"\ncounters = [\"qty\"]\n\n",
     );
     s.push_str(&format!("[storage]\nsync = \"{}\"\n", sync.name()));
+    if let Some(hold) = relay_hold {
+        s.push_str(&format!("\n[shipping]\nrelay_hold = \"{hold}\"\n"));
+    }
     s
 }
 
@@ -113,6 +117,7 @@ impl Cluster {
         binary: &Path,
         regions: &[&'static str],
         sync: SyncMode,
+        relay_hold: Option<&str>,
         keep: bool,
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
@@ -134,7 +139,7 @@ impl Cluster {
             let cfg_path = home.join("node.toml");
             std::fs::write(
                 &cfg_path,
-                config(region, listen, &home.join("data"), &addrs, sync),
+                config(region, listen, &home.join("data"), &addrs, sync, relay_hold),
             )?;
             let log = home.join("node.log");
             let stderr = std::fs::File::create(&log)?;
@@ -491,8 +496,10 @@ mod tests {
             Path::new("/d"),
             &[("r-a", a), ("r-b", b)],
             SyncMode::Group,
+            Some("0s"),
         );
         assert!(text.contains("endpoint = \"http://127.0.0.1:2\""));
+        assert!(text.contains("[shipping]\nrelay_hold = \"0s\""));
         assert!(!text.contains("http://127.0.0.1:1"));
         assert!(text.contains("sync = \"group\""));
     }

@@ -3,52 +3,24 @@
 //! stopped), the same applied vector and the same items, whatever the
 //! batches hold — duplicates, gaps, entries ahead of their dependencies.
 
-use std::time::Duration;
+mod common;
 
+use common::{MemLog, attr, key};
 use proptest::prelude::*;
 use tributary_engine::change::{Change, LogEntry, Op};
-use tributary_engine::clock::ManualClock;
-use tributary_engine::ids::{AttrName, RegionId, Seq, TableName};
-use tributary_engine::key::ItemKey;
-use tributary_engine::log::{Log, LogConfig};
-use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
-use tributary_engine::store::{Durability, MemStore};
-use tributary_engine::value::{AttrValue, Scalar};
+use tributary_engine::ids::Seq;
+use tributary_engine::log::LogConfig;
+use tributary_engine::schema::MergePolicy;
+use tributary_engine::value::AttrValue;
 
-const NOW: u64 = 1_700_000_000_000;
 const KEYS: usize = 3;
 
-type MemLog = Log<MemStore, ManualClock>;
-
-fn attr(s: &str) -> AttrName {
-    AttrName::new(s).expect("attr")
-}
-
-fn key(i: usize) -> ItemKey {
-    ItemKey::new(
-        TableName::new("carts").expect("table"),
-        Scalar::S(format!("k{i}")),
-        None,
-    )
-    .expect("key")
-}
-
 fn open(region: &str) -> MemLog {
-    let table = TableSchema::new(TableName::new("carts").expect("table"), attr("pk"), None)
-        .and_then(|s| s.with_policy(attr("qty"), MergePolicy::Counter))
-        .expect("schema");
-    let config = LogConfig {
-        region: RegionId::new(region).expect("region"),
-        schemas: [table].into_iter().collect::<Schemas>(),
-        max_clock_skew: Duration::from_secs(10),
-        item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
-    };
-    Log::open(
-        MemStore::new(Durability::Sync),
-        config,
-        ManualClock::new(NOW),
+    common::open(
+        region,
+        &[("qty", MergePolicy::Counter)],
+        LogConfig::DEFAULT_ITEM_CACHE_BYTES,
     )
-    .expect("open")
 }
 
 fn change(k: usize, op: u8) -> Change {

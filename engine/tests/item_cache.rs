@@ -2,53 +2,22 @@
 //! small enough to evict) and one without, fed the same local changes,
 //! remote entries and failed commits, hold the same items after every step.
 
-use std::time::Duration;
+mod common;
 
+use common::{MemLog, attr, key};
 use proptest::prelude::*;
 use tributary_engine::change::{Change, Op};
-use tributary_engine::clock::ManualClock;
-use tributary_engine::ids::{AttrName, RegionId, TableName};
-use tributary_engine::key::ItemKey;
-use tributary_engine::log::{Log, LogConfig};
-use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
-use tributary_engine::store::{Durability, MemStore};
+use tributary_engine::schema::MergePolicy;
 use tributary_engine::value::{AttrValue, Scalar};
 
-const NOW: u64 = 1_700_000_000_000;
 const KEYS: usize = 4;
 
-type MemLog = Log<MemStore, ManualClock>;
-
-fn attr(s: &str) -> AttrName {
-    AttrName::new(s).expect("attr")
-}
-
-fn key(i: usize) -> ItemKey {
-    ItemKey::new(
-        TableName::new("carts").expect("table"),
-        Scalar::S(format!("k{i}")),
-        None,
-    )
-    .expect("key")
-}
-
 fn open(region: &str, cache: usize) -> MemLog {
-    let table = TableSchema::new(TableName::new("carts").expect("table"), attr("pk"), None)
-        .and_then(|s| s.with_policy(attr("qty"), MergePolicy::Counter))
-        .and_then(|s| s.with_policy(attr("tags"), MergePolicy::Set))
-        .expect("schema");
-    let config = LogConfig {
-        region: RegionId::new(region).expect("region"),
-        schemas: [table].into_iter().collect::<Schemas>(),
-        max_clock_skew: Duration::from_secs(10),
-        item_cache_bytes: cache,
-    };
-    Log::open(
-        MemStore::new(Durability::Sync),
-        config,
-        ManualClock::new(NOW),
+    common::open(
+        region,
+        &[("qty", MergePolicy::Counter), ("tags", MergePolicy::Set)],
+        cache,
     )
-    .expect("open")
 }
 
 /// One step of the workload.

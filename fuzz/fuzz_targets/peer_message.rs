@@ -15,8 +15,8 @@ use tributary_engine::ids::VersionVector;
 use tributary_engine::store::seal_payload;
 use tributary_proto::v1 as pb;
 use tributary_replicator::wire::{
-    FromWire, Hello, ToWire, Welcome, WireAck, batch_from_wire, batch_to_wire, snapshot_from_wire,
-    snapshot_to_wire,
+    FromWire, Hello, ToWire, Welcome, WireAck, WireProgress, batch_from_wire, batch_to_wire,
+    snapshot_from_wire, snapshot_to_wire,
 };
 
 /// The receiver's cap on entries per batch and items per chunk.
@@ -84,6 +84,7 @@ fn receiver(message: pb::ReceiverMessage) {
     match message.body {
         Some(Body::Welcome(welcome)) => round_trip::<Welcome>(welcome),
         Some(Body::Ack(ack)) => round_trip::<WireAck>(ack),
+        Some(Body::Progress(progress)) => round_trip::<WireProgress>(progress),
         None => {}
     }
 }

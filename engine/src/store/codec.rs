@@ -27,10 +27,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, EncodedEntry, StoreError};
+#[cfg(feature = "rocksdb")]
+use super::EncodedEntry;
+use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
 use crate::change::LogEntry;
 use crate::crdt::{ItemState, Writer, write_compact};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
@@ -328,7 +330,8 @@ pub(crate) fn decode_entry(
 
 /// The fields of a stored [`LogEntry`] before its delta, in its serde
 /// order: the delta's compact encoding is the rest of the payload.
-#[derive(Deserialize)]
+#[cfg(feature = "rocksdb")]
+#[derive(serde::Deserialize)]
 struct EntryHead {
     origin: RegionId,
     seq: Seq,
@@ -340,6 +343,7 @@ struct EntryHead {
 /// The value stored at `(origin, seq)` as an [`EncodedEntry`]: the fields
 /// decoded, the delta's bytes sealed into the wire envelope as they lie
 /// (the whole value's checksum was checked; the delta is not decoded).
+#[cfg(feature = "rocksdb")]
 pub(crate) fn decode_encoded_entry(
     origin: RegionId,
     seq: Seq,
@@ -624,6 +628,7 @@ pub(crate) fn entry_from_kv(key: &[u8], value: &[u8]) -> Result<LogEntry, StoreE
 }
 
 /// A log entry for shipping from its stored key and value.
+#[cfg(feature = "rocksdb")]
 pub(crate) fn encoded_entry_from_kv(key: &[u8], value: &[u8]) -> Result<EncodedEntry, StoreError> {
     let (origin, seq) = decode_log_key(key)?;
     decode_encoded_entry(origin, seq, value)

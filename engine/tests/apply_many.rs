@@ -5,13 +5,12 @@
 
 mod common;
 
-use common::{MemLog, attr, key};
+use common::{MemLog, key};
 use proptest::prelude::*;
-use tributary_engine::change::{Change, LogEntry, Op};
+use tributary_engine::change::{Change, LogEntry};
 use tributary_engine::ids::Seq;
 use tributary_engine::log::LogConfig;
 use tributary_engine::schema::MergePolicy;
-use tributary_engine::value::AttrValue;
 
 const KEYS: usize = 3;
 
@@ -24,22 +23,7 @@ fn open(region: &str) -> MemLog {
 }
 
 fn change(k: usize, op: u8) -> Change {
-    let op = match op % 3 {
-        0 => Op::Set {
-            attr: attr("name"),
-            value: AttrValue::S(format!("n{op}")),
-        },
-        1 => Op::Add {
-            attr: attr("qty"),
-            amount: i128::from(op),
-        },
-        _ => Op::Delete,
-    };
-    Change {
-        key: key(k),
-        ops: vec![op],
-        source_millis: None,
-    }
+    common::change(k, op, 3)
 }
 
 /// Every entry of two origins whose writes depend on each other's: `b`

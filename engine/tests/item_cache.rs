@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{MemLog, attr, key};
+use common::{MemLog, key};
 use proptest::prelude::*;
-use tributary_engine::change::{Change, Op};
+use tributary_engine::change::Change;
 use tributary_engine::schema::MergePolicy;
-use tributary_engine::value::{AttrValue, Scalar};
 
 const KEYS: usize = 4;
 
@@ -35,31 +34,7 @@ enum Step {
 }
 
 fn change(k: usize, op: u8) -> Change {
-    let op = match op % 6 {
-        0 => Op::Set {
-            attr: attr("name"),
-            value: AttrValue::S(format!("n{op}")),
-        },
-        1 => Op::Add {
-            attr: attr("qty"),
-            amount: i128::from(op),
-        },
-        2 => Op::AddToSet {
-            attr: attr("tags"),
-            elements: vec![Scalar::S(format!("t{}", op % 3))],
-        },
-        3 => Op::RemoveFromSet {
-            attr: attr("tags"),
-            elements: vec![Scalar::S(format!("t{}", op % 3))],
-        },
-        4 => Op::Remove { attr: attr("name") },
-        _ => Op::Delete,
-    };
-    Change {
-        key: key(k),
-        ops: vec![op],
-        source_millis: None,
-    }
+    common::change(k, op, 6)
 }
 
 fn changes(spec: &[(usize, u8)]) -> Vec<Change> {

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use tributary_engine::change::{Change, Op};
 use tributary_engine::clock::ManualClock;
 use tributary_engine::ids::{AttrName, RegionId, TableName};
 use tributary_engine::key::ItemKey;
 use tributary_engine::log::{Log, LogConfig};
 use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
 use tributary_engine::store::{Durability, MemStore};
-use tributary_engine::value::Scalar;
+use tributary_engine::value::{AttrValue, Scalar};
 
 /// The manual clock's start, in Unix ms.
 pub const NOW: u64 = 1_700_000_000_000;
@@ -52,4 +53,37 @@ pub fn open(region: &str, policies: &[(&str, MergePolicy)], cache: usize) -> Mem
         ManualClock::new(NOW),
     )
     .expect("open")
+}
+
+/// A change of item `k{k}`: operation `op % kinds` of, in order, set
+/// `name`, add to the counter `qty`, add to and remove from the set `tags`,
+/// remove `name`, delete the item (with fewer kinds, the last is the
+/// delete).
+pub fn change(k: usize, op: u8, kinds: u8) -> Change {
+    let tag = || vec![Scalar::S(format!("t{}", op % 3))];
+    let op = match op % kinds {
+        0 => Op::Set {
+            attr: attr("name"),
+            value: AttrValue::S(format!("n{op}")),
+        },
+        1 => Op::Add {
+            attr: attr("qty"),
+            amount: i128::from(op),
+        },
+        2 if kinds > 3 => Op::AddToSet {
+            attr: attr("tags"),
+            elements: tag(),
+        },
+        3 if kinds > 4 => Op::RemoveFromSet {
+            attr: attr("tags"),
+            elements: tag(),
+        },
+        4 if kinds > 5 => Op::Remove { attr: attr("name") },
+        _ => Op::Delete,
+    };
+    Change {
+        key: key(k),
+        ops: vec![op],
+        source_millis: None,
+    }
 }

@@ -278,15 +278,17 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 Some(ms) => self.hlc.stamp_source(ms),
                 None => self.hlc.now(),
             };
-            match slot.state.prepare_delta(schema, &region, hlc, &change.ops) {
-                Ok((delta, state)) => {
+            match slot
+                .state
+                .prepare_in_place(schema, &region, hlc, &change.ops)
+            {
+                Ok((delta, is_state)) => {
                     let seq = applied.get(&region).next();
                     applied.set(region.clone(), seq);
-                    match state {
-                        Some(state) => slot.state = state,
+                    if is_state {
                         // The new state is the delta (the item was ⊥):
                         // one copy, in the entry.
-                        None => slot.from_entry = Some(batch.entries.len()),
+                        slot.from_entry = Some(batch.entries.len());
                     }
                     slot.touched = true;
                     batch.entries.push(LogEntry {

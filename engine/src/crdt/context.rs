@@ -5,17 +5,14 @@
 //! mutation compacts the cloud into the vector where it can — so two contexts
 //! holding the same dots compare equal.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use serde::{Deserialize, Serialize};
-
+use super::sorted::{SortedMap, SortedSet};
 use crate::ids::{Dot, RegionId};
 
 /// A set of dots, compactly represented.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CausalContext {
-    vv: BTreeMap<RegionId, u64>,
-    cloud: BTreeSet<Dot>,
+    vv: SortedMap<RegionId, u64>,
+    cloud: SortedSet<Dot>,
 }
 
 impl CausalContext {
@@ -39,7 +36,7 @@ impl CausalContext {
         let contiguous = self.vv.get(region).copied().unwrap_or(0);
         let clouded = self
             .cloud
-            .range(Dot::new(region.clone(), 0)..)
+            .iter_from(&Dot::new(region.clone(), 0))
             .take_while(|d| &d.region == region)
             .map(|d| d.counter)
             .max()
@@ -74,9 +71,13 @@ impl CausalContext {
 
     /// Adds every dot of `other`.
     pub fn join(&mut self, other: &CausalContext) {
-        for (region, n) in &other.vv {
-            let mine = self.vv.entry(region.clone()).or_insert(0);
-            *mine = (*mine).max(*n);
+        for (region, n) in other.vv.iter() {
+            match self.vv.get_mut(region) {
+                Some(mine) => *mine = (*mine).max(*n),
+                None => {
+                    self.vv.insert(region.clone(), *n);
+                }
+            }
         }
         for dot in &other.cloud {
             if !self.contains(dot) {
@@ -108,7 +109,7 @@ impl CausalContext {
     ) -> Self {
         let mut ctx = CausalContext {
             vv: vector.into_iter().filter(|(_, n)| *n > 0).collect(),
-            cloud: BTreeSet::new(),
+            cloud: SortedSet::new(),
         };
         for dot in cloud {
             if !ctx.contains(&dot) {
@@ -120,6 +121,9 @@ impl CausalContext {
     }
 
     fn compact(&mut self) {
+        if self.cloud.is_empty() {
+            return;
+        }
         // The cloud is ordered by (region, counter): one pass absorbs every
         // dot that extends its region's contiguous prefix.
         let cloud = std::mem::take(&mut self.cloud);

@@ -10,17 +10,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
+use super::sorted::SortedMap;
 use crate::ids::RegionId;
 
 /// The state of one counter attribute.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CounterState {
-    inc: BTreeMap<RegionId, u128>,
-    dec: BTreeMap<RegionId, u128>,
-    base_inc: BTreeMap<RegionId, u128>,
-    base_dec: BTreeMap<RegionId, u128>,
+    inc: SortedMap<RegionId, u128>,
+    dec: SortedMap<RegionId, u128>,
+    base_inc: SortedMap<RegionId, u128>,
+    base_dec: SortedMap<RegionId, u128>,
 }
 
 /// A counter total would exceed `u128`, or the value would not fit `i128`.
@@ -28,14 +27,18 @@ pub struct CounterState {
 #[error("counter overflow")]
 pub struct CounterOverflow;
 
-fn join_max(into: &mut BTreeMap<RegionId, u128>, from: &BTreeMap<RegionId, u128>) {
-    for (r, v) in from {
-        let e = into.entry(r.clone()).or_insert(0);
-        *e = (*e).max(*v);
+fn join_max(into: &mut SortedMap<RegionId, u128>, from: &SortedMap<RegionId, u128>) {
+    for (r, v) in from.iter() {
+        match into.get_mut(r) {
+            Some(e) => *e = (*e).max(*v),
+            None => {
+                into.insert(r.clone(), *v);
+            }
+        }
     }
 }
 
-fn get(map: &BTreeMap<RegionId, u128>, r: &RegionId) -> u128 {
+fn get(map: &SortedMap<RegionId, u128>, r: &RegionId) -> u128 {
     map.get(r).copied().unwrap_or(0)
 }
 
@@ -54,12 +57,12 @@ impl CounterState {
     }
 
     /// The four maps: increments, decrements, and their reset bases.
-    pub fn parts(&self) -> [&BTreeMap<RegionId, u128>; 4] {
+    pub fn parts(&self) -> [&SortedMap<RegionId, u128>; 4] {
         [&self.inc, &self.dec, &self.base_inc, &self.base_dec]
     }
 
     /// Rebuilds a counter from [`CounterState::parts`] (decoders).
-    pub fn from_parts(parts: [BTreeMap<RegionId, u128>; 4]) -> Self {
+    pub fn from_parts(parts: [SortedMap<RegionId, u128>; 4]) -> Self {
         let [inc, dec, base_inc, base_dec] = parts;
         CounterState {
             inc,
@@ -87,12 +90,12 @@ impl CounterState {
     /// The counter's value.
     pub fn value(&self) -> Result<i128, CounterOverflow> {
         let mut total: i128 = 0;
-        for (r, v) in &self.inc {
+        for (r, v) in self.inc.iter() {
             let c = i128::try_from(v.saturating_sub(get(&self.base_inc, r)))
                 .map_err(|_| CounterOverflow)?;
             total = total.checked_add(c).ok_or(CounterOverflow)?;
         }
-        for (r, v) in &self.dec {
+        for (r, v) in self.dec.iter() {
             let c = i128::try_from(v.saturating_sub(get(&self.base_dec, r)))
                 .map_err(|_| CounterOverflow)?;
             total = total.checked_sub(c).ok_or(CounterOverflow)?;
@@ -137,11 +140,11 @@ impl CounterState {
     /// provenance displays).
     pub fn contributions(&self) -> BTreeMap<RegionId, i128> {
         let mut out = BTreeMap::new();
-        for (r, v) in &self.inc {
+        for (r, v) in self.inc.iter() {
             let c = v.saturating_sub(get(&self.base_inc, r));
             *out.entry(r.clone()).or_insert(0i128) += i128::try_from(c).unwrap_or(i128::MAX);
         }
-        for (r, v) in &self.dec {
+        for (r, v) in self.dec.iter() {
             let c = v.saturating_sub(get(&self.base_dec, r));
             let e = out.entry(r.clone()).or_insert(0i128);
             *e = e.saturating_sub(i128::try_from(c).unwrap_or(i128::MAX));

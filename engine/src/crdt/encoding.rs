@@ -9,7 +9,6 @@
 //! malformed form is an error, never a panic.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::context::CausalContext;
 use super::counter::CounterState;
 use super::item::{AttrState, ItemState, Sibling};
+use super::sorted::{SortedMap, SortedSet};
 use crate::ids::{AttrName, Dot, Hlc, RegionId};
 use crate::value::{AttrValue, Scalar};
 
@@ -91,7 +91,7 @@ fn to_compact(state: &ItemState) -> Compact<'_> {
     let cloud = ctx.cloud().map(|d| regions.dot(d)).collect();
     let alive = state.alive().iter().map(|d| regions.dot(d)).collect();
     fn siblings<'a>(
-        m: &'a BTreeMap<Dot, Sibling>,
+        m: &'a SortedMap<Dot, Sibling>,
         regions: &mut Regions<'a>,
         hlc_base: u64,
     ) -> Vec<CSibling<'a>> {
@@ -125,7 +125,7 @@ fn to_compact(state: &ItemState) -> Compact<'_> {
             AttrState::Counter(c) => {
                 let [inc, dec, base_inc, base_dec] = c.parts();
                 fn map<'a>(
-                    m: &'a BTreeMap<RegionId, u128>,
+                    m: &'a SortedMap<RegionId, u128>,
                     regions: &mut Regions<'a>,
                 ) -> Vec<(u32, u128)> {
                     m.iter().map(|(r, v)| (regions.of(r), *v)).collect()
@@ -183,8 +183,8 @@ fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
         .alive
         .iter()
         .map(|d| dot(*d))
-        .collect::<Result<BTreeSet<_>, String>>()?;
-    let siblings = |v: &[CSibling<'_>]| -> Result<BTreeMap<Dot, Sibling>, String> {
+        .collect::<Result<SortedSet<_>, String>>()?;
+    let siblings = |v: &[CSibling<'_>]| -> Result<SortedMap<Dot, Sibling>, String> {
         v.iter()
             .map(|(d, below, value)| {
                 Ok((
@@ -197,7 +197,7 @@ fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
             })
             .collect()
     };
-    let mut attrs = BTreeMap::new();
+    let mut attrs = SortedMap::new();
     for (name, a) in &c.attrs {
         let state = match a {
             CAttr::Lww(v) => AttrState::Lww(siblings(v)?),
@@ -209,13 +209,13 @@ fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
                             e.clone().into_owned(),
                             dots.iter()
                                 .map(|d| dot(*d))
-                                .collect::<Result<BTreeSet<_>, String>>()?,
+                                .collect::<Result<SortedSet<_>, String>>()?,
                         ))
                     })
-                    .collect::<Result<BTreeMap<_, _>, String>>()?,
+                    .collect::<Result<SortedMap<_, _>, String>>()?,
             ),
             CAttr::Counter(parts) => {
-                let map = |m: &[(u32, u128)]| -> Result<BTreeMap<RegionId, u128>, String> {
+                let map = |m: &[(u32, u128)]| -> Result<SortedMap<RegionId, u128>, String> {
                     m.iter().map(|(i, v)| Ok((region(*i)?, *v))).collect()
                 };
                 AttrState::Counter(CounterState::from_parts([

@@ -15,12 +15,13 @@
 //!   removed whatever arrives later (observed-remove);
 //! - empty stores are dropped, so equal information means equal states.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::context::CausalContext;
 use super::counter::{CounterOverflow, CounterState};
+use super::sorted::{SortedMap, SortedSet};
 use crate::change::Op;
 use crate::ids::{AttrName, Dot, Hlc, RegionId};
 use crate::schema::{MergePolicy, TableSchema};
@@ -36,15 +37,15 @@ pub struct Sibling {
 }
 
 /// The store of one attribute; the variant follows the attribute's policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttrState {
     /// `lww`: siblings of concurrent writes; the greatest `(hlc, region,
     /// counter)` is the value.
-    Lww(BTreeMap<Dot, Sibling>),
+    Lww(SortedMap<Dot, Sibling>),
     /// `multi`: siblings of concurrent writes, all visible.
-    Multi(BTreeMap<Dot, Sibling>),
+    Multi(SortedMap<Dot, Sibling>),
     /// `set`: each element with the dots of the adds that put it there.
-    Set(BTreeMap<Scalar, BTreeSet<Dot>>),
+    Set(SortedMap<Scalar, SortedSet<Dot>>),
     /// `counter`.
     Counter(CounterState),
 }
@@ -78,9 +79,9 @@ impl AttrState {
 
     fn empty_like(&self) -> AttrState {
         match self {
-            AttrState::Lww(_) => AttrState::Lww(BTreeMap::new()),
-            AttrState::Multi(_) => AttrState::Multi(BTreeMap::new()),
-            AttrState::Set(_) => AttrState::Set(BTreeMap::new()),
+            AttrState::Lww(_) => AttrState::Lww(SortedMap::new()),
+            AttrState::Multi(_) => AttrState::Multi(SortedMap::new()),
+            AttrState::Set(_) => AttrState::Set(SortedMap::new()),
             AttrState::Counter(_) => AttrState::Counter(CounterState::default()),
         }
     }
@@ -92,16 +93,26 @@ impl AttrState {
                 join_dot_fun(a, mine, b, theirs);
             }
             (AttrState::Set(a), AttrState::Set(b)) => {
-                let keys: BTreeSet<Scalar> = a.keys().chain(b.keys()).cloned().collect();
-                let empty = BTreeSet::new();
-                for k in keys {
-                    let their_dots = b.get(&k).unwrap_or(&empty);
-                    let dots = a.entry(k.clone()).or_default();
-                    join_dot_set(dots, mine, their_dots, theirs);
-                    if dots.is_empty() {
-                        a.remove(&k);
+                // Elements both hold, or only `a`; then those only `b`
+                // holds (no element is cloned but those `a` gains).
+                let empty = SortedSet::new();
+                for (k, dots) in a.iter_mut() {
+                    join_dot_set(dots, mine, b.get(k).unwrap_or(&empty), theirs);
+                }
+                for (k, their_dots) in b.iter() {
+                    if a.contains_key(k) {
+                        continue;
+                    }
+                    let fresh: SortedSet<Dot> = their_dots
+                        .iter()
+                        .filter(|d| !mine.contains(d))
+                        .cloned()
+                        .collect();
+                    if !fresh.is_empty() {
+                        a.insert(k.clone(), fresh);
                     }
                 }
+                a.retain(|_, dots| !dots.is_empty());
             }
             (AttrState::Counter(a), AttrState::Counter(b)) => a.join(b),
             (this, other) => {
@@ -122,9 +133,9 @@ impl AttrState {
 }
 
 fn join_dot_set(
-    a: &mut BTreeSet<Dot>,
+    a: &mut SortedSet<Dot>,
     mine: &CausalContext,
-    b: &BTreeSet<Dot>,
+    b: &SortedSet<Dot>,
     theirs: &CausalContext,
 ) {
     a.retain(|d| b.contains(d) || !theirs.contains(d));
@@ -136,13 +147,13 @@ fn join_dot_set(
 }
 
 fn join_dot_fun(
-    a: &mut BTreeMap<Dot, Sibling>,
+    a: &mut SortedMap<Dot, Sibling>,
     mine: &CausalContext,
-    b: &BTreeMap<Dot, Sibling>,
+    b: &SortedMap<Dot, Sibling>,
     theirs: &CausalContext,
 ) {
     a.retain(|d, _| b.contains_key(d) || !theirs.contains(d));
-    for (d, v) in b {
+    for (d, v) in b.iter() {
         if !mine.contains(d) {
             a.insert(d.clone(), v.clone());
         }
@@ -242,8 +253,8 @@ pub struct Prepared {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ItemState {
     ctx: CausalContext,
-    alive: BTreeSet<Dot>,
-    attrs: BTreeMap<AttrName, AttrState>,
+    alive: SortedSet<Dot>,
+    attrs: SortedMap<AttrName, AttrState>,
 }
 
 impl ItemState {
@@ -268,20 +279,20 @@ impl ItemState {
     }
 
     /// The attribute stores.
-    pub fn attrs(&self) -> &BTreeMap<AttrName, AttrState> {
+    pub fn attrs(&self) -> &SortedMap<AttrName, AttrState> {
         &self.attrs
     }
 
     /// The dots that keep the item alive.
-    pub fn alive(&self) -> &BTreeSet<Dot> {
+    pub fn alive(&self) -> &SortedSet<Dot> {
         &self.alive
     }
 
     /// Rebuilds a state from its parts (decoders; property tests).
     pub fn from_parts(
         ctx: CausalContext,
-        alive: BTreeSet<Dot>,
-        attrs: BTreeMap<AttrName, AttrState>,
+        alive: SortedSet<Dot>,
+        attrs: SortedMap<AttrName, AttrState>,
     ) -> Self {
         ItemState { ctx, alive, attrs }
     }
@@ -296,7 +307,7 @@ impl ItemState {
             return;
         }
         join_dot_set(&mut self.alive, &self.ctx, &other.alive, &other.ctx);
-        for (name, theirs) in &other.attrs {
+        for (name, theirs) in other.attrs.iter() {
             match self.attrs.get_mut(name) {
                 Some(mine) => mine.join(&self.ctx, theirs, &other.ctx),
                 None => {
@@ -348,6 +359,79 @@ impl ItemState {
         hlc: Hlc,
         ops: &[Op],
     ) -> Result<(ItemState, Option<ItemState>), OpError> {
+        let delta = self.build_delta(schema, origin, hlc, ops)?;
+        let state = if self.join_is_copy(&delta) {
+            None
+        } else {
+            let mut state = self.clone();
+            state.join(&delta);
+            Some(state)
+        };
+        check_size(state.as_ref().unwrap_or(&delta).size(schema))?;
+        Ok((delta, state))
+    }
+
+    /// [`ItemState::prepare_delta`] applied to `self`: returns the delta,
+    /// and `self` becomes the new state — unless that is the delta itself
+    /// (`self` was ⊥), which the second value tells and leaves `self` as
+    /// it was. On an error `self` is unchanged.
+    ///
+    /// The log's writer uses it for every local change: a hot item's state
+    /// is joined where it is instead of cloned, joined and dropped. The
+    /// item size limit needs the size after the join; when the sizes
+    /// before it bound that well below the limit, the join happens in
+    /// place, and only an item near the limit pays for a trial copy.
+    pub(crate) fn prepare_in_place(
+        &mut self,
+        schema: &TableSchema,
+        origin: &RegionId,
+        hlc: Hlc,
+        ops: &[Op],
+    ) -> Result<(ItemState, bool), OpError> {
+        let delta = self.build_delta(schema, origin, hlc, ops)?;
+        if self.join_is_copy(&delta) {
+            check_size(delta.size(schema))?;
+            return Ok((delta, true));
+        }
+        if self.size_bound_after(&delta, schema) <= crate::value::MAX_ITEM_BYTES {
+            self.join(&delta);
+            return Ok((delta, false));
+        }
+        let mut state = self.clone();
+        state.join(&delta);
+        check_size(state.size(schema))?;
+        *self = state;
+        Ok((delta, false))
+    }
+
+    /// An upper bound of `(self ⊔ delta).size(schema)` for a `delta` that
+    /// [`ItemState::build_delta`] made from `self`. Such a delta
+    /// supersedes every sibling of each register it writes and only adds
+    /// set elements and siblings, so what is visible after the join is
+    /// visible in `self` or in `delta`, except a counter's value, which
+    /// may grow to any size a number has: each counter the delta touches
+    /// adds its name and the largest number's size.
+    fn size_bound_after(&self, delta: &ItemState, schema: &TableSchema) -> usize {
+        /// `integer_size` of an `i128` is at most this (39 digits).
+        const MAX_COUNTER_BYTES: usize = 21;
+        let counters: usize = delta
+            .attrs
+            .iter()
+            .filter(|(_, a)| matches!(a, AttrState::Counter(_)))
+            .map(|(name, _)| name.as_str().len() + MAX_COUNTER_BYTES)
+            .sum();
+        self.visible_bytes(schema) + delta.visible_bytes(schema) + counters
+    }
+
+    /// The delta of a change made at `origin` at time `hlc` against this
+    /// state: its ops validated, the item size not yet checked.
+    fn build_delta(
+        &self,
+        schema: &TableSchema,
+        origin: &RegionId,
+        hlc: Hlc,
+        ops: &[Op],
+    ) -> Result<ItemState, OpError> {
         let mut delta = ItemState::new();
         // The change supersedes the dots that kept the item alive so far.
         delta
@@ -370,22 +454,7 @@ impl ItemState {
             let dot = builder.fresh();
             builder.delta.alive.insert(dot);
         }
-        let delta = builder.delta;
-        let state = if self.join_is_copy(&delta) {
-            None
-        } else {
-            let mut state = self.clone();
-            state.join(&delta);
-            Some(state)
-        };
-        let size = state.as_ref().unwrap_or(&delta).size(schema);
-        if size > crate::value::MAX_ITEM_BYTES {
-            return Err(OpError::ItemTooLarge {
-                size,
-                max: crate::value::MAX_ITEM_BYTES,
-            });
-        }
-        Ok((delta, state))
+        Ok(builder.delta)
     }
 
     /// What readers see: `None` if the item does not exist.
@@ -394,7 +463,7 @@ impl ItemState {
             return None;
         }
         let mut out = BTreeMap::new();
-        for (name, attr) in &self.attrs {
+        for (name, attr) in self.attrs.iter() {
             if let Some(v) = view_attr(attr) {
                 out.insert(name.clone(), v);
             }
@@ -426,7 +495,7 @@ impl ItemState {
         const NODE: usize = 32;
         /// A dot: its region id (a heap string) and counter.
         const DOT: usize = NODE + 48;
-        let siblings = |m: &BTreeMap<Dot, Sibling>| {
+        let siblings = |m: &SortedMap<Dot, Sibling>| {
             m.values()
                 .map(|s| DOT + 40 + s.value.as_ref().map_or(0, AttrValue::size))
                 .sum::<usize>()
@@ -455,6 +524,11 @@ impl ItemState {
         if !self.exists() {
             return 0;
         }
+        self.visible_bytes(schema)
+    }
+
+    /// [`ItemState::size`] as if the item existed.
+    fn visible_bytes(&self, schema: &TableSchema) -> usize {
         let key_names = schema.partition_key().as_str().len()
             + schema.sort_key().map_or(0, |k| k.as_str().len());
         key_names
@@ -467,6 +541,17 @@ impl ItemState {
                 })
                 .sum::<usize>()
     }
+}
+
+/// Refuses an item over DynamoDB's size limit.
+fn check_size(size: usize) -> Result<(), OpError> {
+    if size > crate::value::MAX_ITEM_BYTES {
+        return Err(OpError::ItemTooLarge {
+            size,
+            max: crate::value::MAX_ITEM_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// The size of what readers see of one attribute (0 when invisible),
@@ -680,7 +765,7 @@ impl DeltaBuilder<'_> {
             hlc: self.hlc,
             value,
         };
-        let mut map = BTreeMap::new();
+        let mut map = SortedMap::new();
         map.insert(self.fresh(), sibling);
         let state = if policy == MergePolicy::Multi {
             AttrState::Multi(map)
@@ -717,11 +802,11 @@ impl DeltaBuilder<'_> {
         let ItemState { ctx, attrs, .. } = &mut self.delta;
         let entry = attrs
             .entry(attr.clone())
-            .or_insert_with(|| AttrState::Set(BTreeMap::new()));
+            .or_insert_with(|| AttrState::Set(SortedMap::new()));
         for e in elements {
             let dot = fresh_dot(ctx, self.origin, &mut self.next);
             if let AttrState::Set(m) = entry {
-                let mut dots = BTreeSet::new();
+                let mut dots = SortedSet::new();
                 dots.insert(dot);
                 m.insert(e.clone(), dots);
             }
@@ -773,6 +858,115 @@ impl DeltaBuilder<'_> {
         self.delta.attrs.clear();
         for (name, reset) in counters {
             self.delta.attrs.insert(name, AttrState::Counter(reset));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ids::TableName;
+
+    fn name(s: &str) -> AttrName {
+        AttrName::new(s).expect("valid attribute name")
+    }
+
+    fn schema() -> TableSchema {
+        [
+            ("m", MergePolicy::Multi),
+            ("c", MergePolicy::Counter),
+            ("s", MergePolicy::Set),
+        ]
+        .into_iter()
+        .try_fold(
+            TableSchema::new(TableName::new("t").expect("table"), name("pk"), None)
+                .expect("schema"),
+            |s, (a, p)| s.with_policy(name(a), p),
+        )
+        .expect("schema")
+    }
+
+    /// Values small, or big enough that three of them cross the item
+    /// size limit: the trial copy and the in-place join both run.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-e]{1,6}",
+            1 => (130_000usize..140_000).prop_map(|n| "x".repeat(n)),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let elements = || prop::collection::vec(text().prop_map(Scalar::S), 1..3);
+        prop_oneof![
+            (prop_oneof![Just("l1"), Just("l2"), Just("m")], text()).prop_map(|(a, v)| Op::Set {
+                attr: name(a),
+                value: AttrValue::S(v),
+            }),
+            prop_oneof![any::<i64>().prop_map(i128::from), Just(i128::MAX / 3)].prop_map(
+                |amount| Op::Add {
+                    attr: name("c"),
+                    amount,
+                }
+            ),
+            elements().prop_map(|elements| Op::AddToSet {
+                attr: name("s"),
+                elements,
+            }),
+            elements().prop_map(|elements| Op::RemoveFromSet {
+                attr: name("s"),
+                elements,
+            }),
+            prop_oneof![Just("l1"), Just("m"), Just("c"), Just("s")]
+                .prop_map(|a| Op::Remove { attr: name(a) }),
+            Just(Op::Delete),
+        ]
+    }
+
+    /// A change: its region (of two) and its ops.
+    fn change() -> impl Strategy<Value = (bool, Vec<Op>)> {
+        (any::<bool>(), prop::collection::vec(op(), 1..4))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Joining in place gives what the pure path gives: the same
+        /// delta and state, the same refusals (the item size limit
+        /// included), and a refused change leaves the state as it was.
+        #[test]
+        fn prepare_in_place_agrees_with_the_pure_path(
+            history in prop::collection::vec(change(), 0..8),
+            next in change(),
+        ) {
+            let schema = schema();
+            let regions = [RegionId::new("a").expect("r"), RegionId::new("b").expect("r")];
+            let mut state = ItemState::new();
+            for (i, (which, ops)) in history.iter().enumerate() {
+                let hlc = Hlc::new(i as u64 + 1, 0);
+                if let Ok(p) = state.prepare(&schema, &regions[usize::from(*which)], hlc, ops) {
+                    state = p.state;
+                }
+            }
+            let (which, ops) = next;
+            let origin = &regions[usize::from(which)];
+            let hlc = Hlc::new(100, 0);
+            let pure = state.prepare_delta(&schema, origin, hlc, &ops);
+            let mut in_place = state.clone();
+            match (pure, in_place.prepare_in_place(&schema, origin, hlc, &ops)) {
+                (Ok((d1, s1)), Ok((d2, is_state))) => {
+                    prop_assert_eq!(&d1, &d2);
+                    prop_assert_eq!(s1.is_none(), is_state);
+                    let expected = s1.unwrap_or_else(|| state.clone());
+                    prop_assert_eq!(in_place, expected);
+                }
+                (Err(e1), Err(e2)) => {
+                    prop_assert_eq!(e1, e2);
+                    prop_assert_eq!(in_place, state);
+                }
+                (a, b) => prop_assert!(false, "pure {:?} but in place {:?}", a.is_ok(), b.is_ok()),
+            }
         }
     }
 }

@@ -5,8 +5,10 @@ mod context;
 mod counter;
 mod encoding;
 mod item;
+mod sorted;
 
 pub use context::CausalContext;
 pub use counter::{CounterOverflow, CounterState};
 pub(crate) use encoding::{Writer, write_compact};
 pub use item::{AttrState, AttrView, ItemState, OpError, Prepared, Provenance, Sibling};
+pub use sorted::{SortedMap, SortedSet};

@@ -1,11 +1,10 @@
 //! Checks of what a commit writes and when readers see it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::StoreHarness;
 use super::fixtures::{entry, ingest, key, letter, ok, region, seqs, source, vv};
-use crate::crdt::{AttrState, CausalContext, ItemState, Sibling};
+use crate::crdt::{AttrState, CausalContext, ItemState, Sibling, SortedMap, SortedSet};
 use crate::ids::{AttrName, Dot, Hlc, Seq};
 use crate::store::codec::MAX_VALUE_BYTES;
 use crate::store::{Checkpoint, CommitBatch, DeadLetterId, Durability, LogStore, StoreError};
@@ -220,10 +219,10 @@ pub fn failed_writes_leave_nothing_behind<H: StoreHarness>(h: &mut H) {
     };
     let huge = ItemState::from_parts(
         CausalContext::new(),
-        BTreeSet::from([dot.clone()]),
-        BTreeMap::from([(
+        SortedSet::from_iter([dot.clone()]),
+        SortedMap::from_iter([(
             AttrName::new("blob").expect("valid attribute name"),
-            AttrState::Lww(BTreeMap::from([(dot, sibling)])),
+            AttrState::Lww(SortedMap::from_iter([(dot, sibling)])),
         )]),
     );
     let mut batch = ingest("a", 2);

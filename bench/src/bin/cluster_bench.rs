@@ -61,7 +61,9 @@ use tributary_proto::v1::admin_client::AdminClient;
 use crate::cluster::{Cluster, Counters, NodeSched, SyncMode};
 use crate::lag::{Micros, Observed, Seq, monotone, summarize, visibility_lags};
 use crate::report::{CatchUp, Measured, PairLag, Phase};
-use crate::workload::{Clock, PollLog, Poller, REGIONS, Sample, Vector, Writer, WriterConfig};
+use crate::workload::{
+    Clock, PollLog, Poller, REGIONS, Sample, Vector, Writer, WriterConfig, WriterLog,
+};
 
 /// The region cut off during the pause.
 pub const RECEIVER: usize = 1;
@@ -75,6 +77,17 @@ pub enum PauseLinks {
     /// Only us-east-1 → eu-west-1 (its entries still arrive through
     /// ap-south-1).
     One,
+}
+
+/// What the writers do while the receiver catches up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CatchUpLoad {
+    /// They go on offering `--rate` in every region: the catch-up gets
+    /// what the load leaves of the machine.
+    Continue,
+    /// They stop when the links resume: the catch-up has the machine to
+    /// itself, which measures the shipping pipeline's own capacity.
+    Stop,
 }
 
 /// Cluster replication benchmark: 3 nodes on loopback.
@@ -95,6 +108,9 @@ pub struct Args {
     /// Which links the pause stops.
     #[arg(long, value_enum, default_value_t = PauseLinks::AllInto)]
     pub pause_links: PauseLinks,
+    /// What the writers do during the catch-up.
+    #[arg(long, value_enum, default_value_t = CatchUpLoad::Continue)]
+    pub catch_up_load: CatchUpLoad,
     /// The nodes' `[shipping] relay_hold` (e.g. "0s"; default: the node's).
     #[arg(long)]
     pub relay_hold: Option<String>,
@@ -373,6 +389,24 @@ fn observed(samples: &[Sample], origin: usize) -> Vec<Observed> {
     )
 }
 
+/// The regions' writers, and the logs of those stopped.
+#[derive(Default)]
+struct Load {
+    writers: Vec<Writer>,
+    logs: Vec<WriterLog>,
+}
+
+impl Load {
+    /// Stops the writers still running (waiting for their requests in
+    /// flight); returns every writer's log, in region order.
+    async fn stop(&mut self) -> Result<&[WriterLog]> {
+        for w in self.writers.drain(..) {
+            self.logs.push(w.stop(Duration::from_secs(60)).await?);
+        }
+        Ok(&self.logs)
+    }
+}
+
 /// Pauses the links into the receiver, lets the backlog grow, resumes and
 /// measures how fast the receiver catches up with the heads at resume.
 async fn catch_up_phase(
@@ -381,6 +415,7 @@ async fn catch_up_phase(
     admins: &mut [AdminClient<Channel>],
     pollers: &[Poller],
     clock: Clock,
+    load: &mut Load,
 ) -> Result<CatchUp> {
     let senders: Vec<usize> = match args.pause_links {
         PauseLinks::AllInto => vec![0, 2],
@@ -394,6 +429,9 @@ async fn catch_up_phase(
         REGIONS[RECEIVER], args.pause
     );
     tokio::time::sleep(Duration::from_secs(args.pause)).await;
+    if args.catch_up_load == CatchUpLoad::Stop {
+        load.stop().await?;
+    }
     let now = clock.now();
     let heads = fresh_heads(pollers, now).await?;
     let receiver = &pollers[RECEIVER];
@@ -466,10 +504,11 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Measured> {
         keys: args.keys.max(1),
         max_in_flight: 100,
     };
-    let mut writers = Vec::new();
+    let mut load = Load::default();
     for (i, n) in cluster.nodes.iter().enumerate() {
         let client = workload::admin(&n.uri()).await?;
-        writers.push(Writer::start(client, n.region, cfg, clock, 42 + i as u64));
+        load.writers
+            .push(Writer::start(client, n.region, cfg, clock, 42 + i as u64));
     }
     let pids = [0, 1, 2].map(|i| cluster.nodes[i].pid);
     let progress = (args.progress > 0)
@@ -497,7 +536,9 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Measured> {
     .map(|()| clock.now().since(drain_start).secs())
     .map_err(|e| format!("{e:#}"));
     let catch_up = match &drain {
-        Ok(_) => Some(catch_up_phase(args, cluster, &mut admins, &pollers, clock).await?),
+        Ok(_) => {
+            Some(catch_up_phase(args, cluster, &mut admins, &pollers, clock, &mut load).await?)
+        }
         Err(e) => {
             println!(
                 "the cluster did not keep up with the offer ({e}); skipping the catch-up (measure it at a rate the cluster sustains, e.g. --rate 1000)"
@@ -507,10 +548,7 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Measured> {
     };
 
     // Stop, converge, compare.
-    let mut logs = Vec::new();
-    for w in writers {
-        logs.push(w.stop(Duration::from_secs(60)).await?);
-    }
+    let logs = load.stop().await?;
     let stopped = clock.now();
     let heads = fresh_heads(&pollers, stopped).await?;
     let converge = wait_covered(

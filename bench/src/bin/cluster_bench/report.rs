@@ -13,7 +13,7 @@ use tributary_engine::value::Scalar;
 use crate::cluster::{Counters, NodeSched};
 use crate::lag::LagSummary;
 use crate::workload::REGIONS;
-use crate::{Args, PauseLinks, RECEIVER, raw_tonic};
+use crate::{Args, CatchUpLoad, PauseLinks, RECEIVER, raw_tonic};
 
 /// Target: p99 visibility lag at 5,000 changes/s per region.
 const TARGET_P99_MS: f64 = 50.0;
@@ -317,8 +317,15 @@ pub async fn baseline_and_print(args: &Args, m: Measured) -> Result<()> {
         ),
         Some(c) => {
             println!(
-                "backlog at resume     : {} entries for {} after {} s paused (writers kept offering {} changes/s per region)",
-                c.backlog, REGIONS[RECEIVER], args.pause, args.rate
+                "backlog at resume     : {} entries for {} after {} s paused (writers offered {} changes/s per region; {})",
+                c.backlog,
+                REGIONS[RECEIVER],
+                args.pause,
+                args.rate,
+                match args.catch_up_load {
+                    CatchUpLoad::Continue => "they go on during the catch-up",
+                    CatchUpLoad::Stop => "they stopped at resume",
+                }
             );
             if c.remaining == 0 {
                 println!(
@@ -449,6 +456,7 @@ pub async fn baseline_and_print(args: &Args, m: Measured) -> Result<()> {
         "backlog": m.catch_up.as_ref().map(|c| c.backlog),
         "catch_up_s": m.catch_up.as_ref().map(|c| c.secs),
         "catch_up_per_s": catch_up_per_s,
+        "catch_up_load": format!("{:?}", args.catch_up_load).to_lowercase(),
         "raw_tonic_per_s": raw_per_s,
         "entry_bytes": raw.entry_bytes,
         "replicated_over_raw": m.replicated_per_s / raw_per_s,

@@ -151,62 +151,68 @@ fn to_compact(state: &ItemState) -> Compact<'_> {
 }
 
 fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
+    // Consumed, so that decoded values, names and elements move into the
+    // state rather than being copied once more.
+    let Compact {
+        regions,
+        hlc_base,
+        vv,
+        cloud,
+        alive,
+        attrs: compact_attrs,
+    } = c;
+    let regions: Vec<RegionId> = regions.into_iter().map(Cow::into_owned).collect();
     let region = |i: u32| -> Result<RegionId, String> {
-        c.regions
-            .get(i as usize)
-            .map(|r| r.clone().into_owned())
-            .ok_or_else(|| {
-                format!(
-                    "region index {i} beyond the item's {} regions",
-                    c.regions.len()
-                )
-            })
+        regions.get(i as usize).cloned().ok_or_else(|| {
+            format!(
+                "region index {i} beyond the item's {} regions",
+                regions.len()
+            )
+        })
     };
     let dot = |(i, n): CDot| -> Result<Dot, String> { Ok(Dot::new(region(i)?, n)) };
     let hlc = |below: u64| -> Result<Hlc, String> {
-        c.hlc_base
+        hlc_base
             .checked_sub(below)
             .map(Hlc)
-            .ok_or_else(|| format!("sibling HLC {below} below base {} underflows", c.hlc_base))
+            .ok_or_else(|| format!("sibling HLC {below} below base {hlc_base} underflows"))
     };
-    let vv =
-        c.vv.iter()
-            .map(|(i, n)| Ok((region(*i)?, *n)))
-            .collect::<Result<Vec<_>, String>>()?;
-    let cloud = c
-        .cloud
+    let vv = vv
+        .iter()
+        .map(|(i, n)| Ok((region(*i)?, *n)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let cloud = cloud
         .iter()
         .map(|d| dot(*d))
         .collect::<Result<Vec<_>, String>>()?;
     let ctx = CausalContext::from_parts(vv, cloud);
-    let alive = c
-        .alive
+    let alive = alive
         .iter()
         .map(|d| dot(*d))
         .collect::<Result<SortedSet<_>, String>>()?;
-    let siblings = |v: &[CSibling<'_>]| -> Result<SortedMap<Dot, Sibling>, String> {
-        v.iter()
+    let siblings = |v: Vec<CSibling<'_>>| -> Result<SortedMap<Dot, Sibling>, String> {
+        v.into_iter()
             .map(|(d, below, value)| {
                 Ok((
-                    dot(*d)?,
+                    dot(d)?,
                     Sibling {
-                        hlc: hlc(*below)?,
-                        value: value.as_ref().map(|v| v.clone().into_owned()),
+                        hlc: hlc(below)?,
+                        value: value.map(Cow::into_owned),
                     },
                 ))
             })
             .collect()
     };
-    let mut attrs = SortedMap::new();
-    for (name, a) in &c.attrs {
+    let mut attrs = SortedMap::with_capacity(compact_attrs.len());
+    for (name, a) in compact_attrs {
         let state = match a {
             CAttr::Lww(v) => AttrState::Lww(siblings(v)?),
             CAttr::Multi(v) => AttrState::Multi(siblings(v)?),
             CAttr::Set(v) => AttrState::Set(
-                v.iter()
+                v.into_iter()
                     .map(|(e, dots)| {
                         Ok((
-                            e.clone().into_owned(),
+                            e.into_owned(),
                             dots.iter()
                                 .map(|d| dot(*d))
                                 .collect::<Result<SortedSet<_>, String>>()?,
@@ -226,7 +232,7 @@ fn from_compact(c: Compact<'_>) -> Result<ItemState, String> {
                 ]))
             }
         };
-        attrs.insert(name.clone().into_owned(), state);
+        attrs.insert(name.into_owned(), state);
     }
     Ok(ItemState::from_parts(ctx, alive, attrs))
 }

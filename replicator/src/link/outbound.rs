@@ -548,6 +548,11 @@ mod tests {
         Outbound::new(r("a"), r("b"), limits(), acked)
     }
 
+    /// Packs `entries` at `now`, each entry one byte.
+    fn pack(o: &mut Outbound, entries: Vec<LogEntry>, now: u64) -> Option<Batch> {
+        o.pack(entries, now, |_| 1)
+    }
+
     fn seqs<E: Shippable>(batch: &Batch<E>) -> Vec<(String, u64)> {
         batch
             .entries
@@ -618,15 +623,13 @@ mod tests {
     fn an_ack_that_stops_short_rewinds_to_what_the_peer_has() {
         let mut o = link(VersionVector::new());
         o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
-        let b1 = o
-            .pack(vec![e("a", 1, 1), e("c", 1, 2)], NOW, |_| 1)
-            .expect("batch");
+        let b1 = pack(&mut o, vec![e("a", 1, 1), e("c", 1, 2)], NOW).expect("batch");
         // The peer applied a:1 but refused c:1 (say, a missing dependency).
         let out = o.on_ack(b1.id, &vv(&[("a", 1)]), NOW);
         assert!(out.rewound);
         assert_eq!(o.sent(), &vv(&[("a", 1)]));
         assert_eq!(o.in_flight(), 0);
-        let again = o.pack(vec![e("c", 1, 2)], NOW, |_| 1).expect("resend");
+        let again = pack(&mut o, vec![e("c", 1, 2)], NOW).expect("resend");
         assert_eq!(seqs(&again), [("c".to_owned(), 1)]);
     }
 
@@ -634,13 +637,12 @@ mod tests {
     fn a_stale_read_stops_its_origin_at_the_first_gap_and_duplicates_are_skipped() {
         let mut o = link(vv(&[("a", 1)]));
         o.on_connected(&vv(&[("a", 1)]), &VersionVector::new(), true);
-        let b = o
-            .pack(
-                vec![e("a", 1, 1), e("a", 2, 2), e("a", 4, 4), e("c", 1, 5)],
-                NOW,
-                |_| 1,
-            )
-            .expect("batch");
+        let b = pack(
+            &mut o,
+            vec![e("a", 1, 1), e("a", 2, 2), e("a", 4, 4), e("c", 1, 5)],
+            NOW,
+        )
+        .expect("batch");
         assert_eq!(seqs(&b), [("a".to_owned(), 2), ("c".to_owned(), 1)]);
         assert_eq!(o.wake_at(), None, "a gap is read again, not waited for");
     }
@@ -649,14 +651,12 @@ mod tests {
     fn acks_never_move_backwards_and_disconnect_resends_in_flight() {
         let mut o = link(VersionVector::new());
         o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
-        let b1 = o
-            .pack(vec![e("a", 1, 1), e("a", 2, 2)], NOW, |_| 1)
-            .expect("batch");
+        let b1 = pack(&mut o, vec![e("a", 1, 1), e("a", 2, 2)], NOW).expect("batch");
         o.on_ack(b1.id, &vv(&[("a", 2)]), NOW);
         let out = o.on_ack(b1.id, &vv(&[("a", 1)]), NOW);
         assert_eq!(out.persist, None, "an old ack changes nothing");
         assert_eq!(o.acked(), &vv(&[("a", 2)]));
-        o.pack(vec![e("a", 3, 3)], NOW, |_| 1).expect("batch");
+        pack(&mut o, vec![e("a", 3, 3)], NOW).expect("batch");
         o.on_disconnected();
         assert_eq!(o.sent(), &vv(&[("a", 2)]), "unacked entries will be resent");
         o.set_paused(true);
@@ -701,7 +701,7 @@ mod tests {
     fn peer_gets_c_directly() -> Outbound {
         let mut o = link(VersionVector::new());
         o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
-        let b = o.pack(vec![e("a", 1, 1)], NOW, |_| 1).expect("batch");
+        let b = pack(&mut o, vec![e("a", 1, 1)], NOW).expect("batch");
         o.on_ack(b.id, &vv(&[("a", 1), ("c", 2)]), NOW);
         o
     }
@@ -711,18 +711,17 @@ mod tests {
         let mut o = link(VersionVector::new());
         o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
         o.observe(&vv(&[("a", 1), ("c", 1)]), NOW);
-        let b = o
-            .pack(
-                vec![e("c", 1, 1), e_deps("a", 1, 2, &[("c", 1)])],
-                NOW,
-                |_| 1,
-            )
-            .expect("batch");
+        let b = pack(
+            &mut o,
+            vec![e("c", 1, 1), e_deps("a", 1, 2, &[("c", 1)])],
+            NOW,
+        )
+        .expect("batch");
         assert_eq!(seqs(&b), [("c".to_owned(), 1), ("a".to_owned(), 1)]);
         // Its ack shows nothing beyond what was sent: still no other path.
         o.on_ack(b.id, &vv(&[("a", 1), ("c", 1)]), NOW);
         o.observe(&vv(&[("a", 1), ("c", 2)]), NOW);
-        let b = o.pack(vec![e("c", 2, 3)], NOW, |_| 1).expect("relayed");
+        let b = pack(&mut o, vec![e("c", 2, 3)], NOW).expect("relayed");
         assert_eq!(seqs(&b), [("c".to_owned(), 2)]);
     }
 
@@ -734,7 +733,7 @@ mod tests {
         let fresh = || vec![e("c", 3, 3), e_deps("a", 2, 4, &[("c", 3)]), e("d", 1, 4)];
         // c:3 is held, a:2 depends on it; d is another origin with no
         // path shown: it leaves.
-        let b = o.pack(fresh(), NOW, |_| 1).expect("batch");
+        let b = pack(&mut o, fresh(), NOW).expect("batch");
         assert_eq!(seqs(&b), [("d".to_owned(), 1)]);
         assert_eq!(o.wake_at(), Some(NOW + HOLD), "until c:3 is old");
         assert_eq!(o.want(&head, NOW + 1), None, "no reading while held");
@@ -745,7 +744,7 @@ mod tests {
         assert_eq!(o.wake_at(), None);
         let want = o.want(&head, NOW + 1).expect("readable again");
         assert_eq!(want.from, vv(&[("a", 1), ("c", 3), ("d", 1)]));
-        let b = o.pack(fresh(), NOW + 1, |_| 1).expect("batch");
+        let b = pack(&mut o, fresh(), NOW + 1).expect("batch");
         assert_eq!(seqs(&b), [("a".to_owned(), 2)]);
     }
 
@@ -754,19 +753,15 @@ mod tests {
         // Here for `relay_hold` already: relayed at once.
         let mut o = peer_gets_c_directly();
         o.observe(&vv(&[("c", 3)]), NOW - HOLD);
-        let b = o
-            .pack(vec![e("c", 3, 3)], NOW, |_| 1)
-            .expect("an old entry is relayed");
+        let b = pack(&mut o, vec![e("c", 3, 3)], NOW).expect("an old entry is relayed");
         assert_eq!(seqs(&b), [("c".to_owned(), 3)]);
         // Fresh, but the peer showed no news of c for `relay_hold`: the
         // other path may be down; relay.
         let mut o = peer_gets_c_directly();
         let later = NOW + HOLD;
         o.observe(&vv(&[("c", 3)]), later - 1);
-        assert!(o.pack(vec![e("c", 3, 3)], later - 1, |_| 1).is_none());
-        let b = o
-            .pack(vec![e("c", 3, 3)], later, |_| 1)
-            .expect("the other path went quiet");
+        assert!(pack(&mut o, vec![e("c", 3, 3)], later - 1).is_none());
+        let b = pack(&mut o, vec![e("c", 3, 3)], later).expect("the other path went quiet");
         assert_eq!(seqs(&b), [("c".to_owned(), 3)]);
     }
 
@@ -775,16 +770,15 @@ mod tests {
         let mut o = link(VersionVector::new());
         o.on_connected(&VersionVector::new(), &vv(&[("c", 5)]), true);
         o.observe(&vv(&[("c", 5)]), NOW);
-        let b = o.pack(vec![e("c", 1, 1)], NOW, |_| 1).expect("batch");
+        let b = pack(&mut o, vec![e("c", 1, 1)], NOW).expect("batch");
         o.on_ack(b.id, &vv(&[("c", 3)]), NOW);
         // The peer has another path now, but c:4..5 were here before.
-        let b = o
-            .pack(vec![e("c", 4, 4), e("c", 5, 5)], NOW, |_| 1)
-            .expect("the backlog is relayed");
+        let b =
+            pack(&mut o, vec![e("c", 4, 4), e("c", 5, 5)], NOW).expect("the backlog is relayed");
         assert_eq!(b.entries.len(), 2);
         // c:6 arrives after: held.
         o.observe(&vv(&[("c", 6)]), NOW);
-        assert!(o.pack(vec![e("c", 6, 6)], NOW, |_| 1).is_none());
+        assert!(pack(&mut o, vec![e("c", 6, 6)], NOW).is_none());
     }
 
     #[test]
@@ -806,7 +800,7 @@ mod tests {
     fn progress_acknowledges_and_retires_but_never_rewinds() {
         let mut o = link(VersionVector::new());
         o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
-        o.pack(vec![e("a", 1, 1)], NOW, |_| 1).expect("batch");
+        pack(&mut o, vec![e("a", 1, 1)], NOW).expect("batch");
         let out = o.on_progress(&vv(&[("b", 4)]), NOW);
         assert_eq!((out.newly_acked, out.rewound), (4, false));
         assert_eq!(o.in_flight(), 1, "a:1 is not covered yet");
@@ -819,13 +813,12 @@ mod tests {
     fn a_batch_cut_by_its_limits_does_not_wait_for_held_entries() {
         let mut o = peer_gets_c_directly();
         o.observe(&vv(&[("a", 4), ("c", 3)]), NOW);
-        let b = o
-            .pack(
-                vec![e("c", 3, 3), e("a", 2, 4), e("a", 3, 5), e("a", 4, 6)],
-                NOW,
-                |_| 1,
-            )
-            .expect("batch");
+        let b = pack(
+            &mut o,
+            vec![e("c", 3, 3), e("a", 2, 4), e("a", 3, 5), e("a", 4, 6)],
+            NOW,
+        )
+        .expect("batch");
         assert_eq!(b.entries.len(), 2);
         assert_eq!(o.wake_at(), None, "a:4 is read at once");
     }

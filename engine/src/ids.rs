@@ -42,9 +42,30 @@ pub enum IdError {
 macro_rules! name_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $pred:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
         #[serde(try_from = "String")]
         pub struct $name(Arc<str>);
+
+        // Ordered by the name; two clones of one shared name are equal
+        // without comparing bytes (equality already is: `Arc<str>`'s `Eq`
+        // tests the pointer first). The dots of one item mostly name a
+        // few regions, decoded once each, so sorting and searching them
+        // mostly compares clones.
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if Arc::ptr_eq(&self.0, &other.0) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.0.cmp(&other.0)
+                }
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
 
         // Serialized as the plain string, straight from the shared one (no
         // `String` copy per name written).
@@ -57,13 +78,22 @@ macro_rules! name_newtype {
         impl $name {
             /// Validates and wraps a name.
             pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
-                let value = value.into();
+                Self::from_borrowed(&value.into())
+            }
+
+            /// [`Self::new`] from a borrowed string, which is copied once,
+            /// into the shared name (decoders use it).
+            pub fn from_borrowed(value: &str) -> Result<Self, IdError> {
                 if value.is_empty() || value.len() > $max {
-                    return Err(IdError::Length { kind: $kind, value, max: $max });
+                    return Err(IdError::Length { kind: $kind, value: value.to_owned(), max: $max });
                 }
                 let pred: fn(char) -> bool = $pred;
                 if !value.chars().all(pred) {
-                    return Err(IdError::Charset { kind: $kind, value, allowed: $allowed });
+                    return Err(IdError::Charset {
+                        kind: $kind,
+                        value: value.to_owned(),
+                        allowed: $allowed,
+                    });
                 }
                 Ok(Self(Arc::from(value)))
             }
@@ -102,7 +132,7 @@ macro_rules! name_newtype {
         impl std::str::FromStr for $name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
-                Self::new(s)
+                Self::from_borrowed(s)
             }
         }
     };

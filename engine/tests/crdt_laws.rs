@@ -580,6 +580,87 @@ proptest! {
     }
 }
 
+/// The stores decode item states with a hand-written reader; on any bytes
+/// it must agree with the serde decoder (postcard through the compact
+/// form): the same state, or both refusing.
+fn assert_decoders_agree(payload: &[u8]) -> Result<(), TestCaseError> {
+    let serde = match postcard::take_from_bytes::<ItemState>(payload) {
+        Ok((state, [])) => Some(state),
+        _ => None,
+    };
+    let direct = decode_item_state(&seal_payload(payload)).ok();
+    prop_assert_eq!(direct, serde, "payload {:02x?}", payload);
+    Ok(())
+}
+
+/// An edit of an encoded state: overwrite, cut or insert bytes.
+#[derive(Debug, Clone)]
+enum Edit {
+    Overwrite(prop::sample::Index, u8),
+    Truncate(prop::sample::Index),
+    /// Inserts the byte `n` times: a run of continuation bytes lengthens a
+    /// varint, up to and past its width.
+    Insert(prop::sample::Index, u8, usize),
+}
+
+/// Bytes that mean something in the format (option and variant tags,
+/// varint continuation) more often than uniform bytes would.
+fn gen_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        prop::sample::select(vec![0u8, 1, 2, 3, 4, 0x7f, 0x80, 0x81, 0xff]),
+        any::<u8>(),
+    ]
+}
+
+fn gen_edit() -> impl Strategy<Value = Edit> {
+    let at = any::<prop::sample::Index>;
+    prop_oneof![
+        6 => (at(), gen_byte()).prop_map(|(i, b)| Edit::Overwrite(i, b)),
+        1 => at().prop_map(Edit::Truncate),
+        2 => (at(), gen_byte(), 1usize..12).prop_map(|(i, b, n)| Edit::Insert(i, b, n)),
+    ]
+}
+
+fn apply_edit(bytes: &mut Vec<u8>, edit: &Edit) {
+    match edit {
+        Edit::Overwrite(at, b) => {
+            let i = at.index(bytes.len().max(1));
+            if let Some(x) = bytes.get_mut(i) {
+                *x = *b;
+            }
+        }
+        Edit::Truncate(at) => bytes.truncate(at.index(bytes.len().max(1))),
+        Edit::Insert(at, b, n) => {
+            let i = at.index(bytes.len() + 1);
+            bytes.splice(i..i, std::iter::repeat_n(*b, *n));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_stores_decoder_agrees_with_serde_on_any_bytes(
+        pool in states_of_one_run(),
+        edits in proptest::collection::vec(gen_edit(), 1..16),
+    ) {
+        for state in &pool {
+            let bytes = postcard::to_allocvec(state).expect("encodes");
+            assert_decoders_agree(&bytes)?;
+            // Each edit alone, then all of them together.
+            let mut all = bytes.clone();
+            for edit in &edits {
+                let mut one = bytes.clone();
+                apply_edit(&mut one, edit);
+                assert_decoders_agree(&one)?;
+                apply_edit(&mut all, edit);
+            }
+            assert_decoders_agree(&all)?;
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 

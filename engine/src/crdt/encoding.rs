@@ -470,6 +470,205 @@ pub(crate) fn write_compact(state: &ItemState, out: &mut Vec<u8>) -> postcard::R
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// The direct reader: postcard's bytes for `Compact` decoded straight into the
+// state (no intermediate vectors or copies of values, each region name
+// allocated once), with postcard's checks: it accepts exactly what the serde
+// path (`Deserialize`, through `Compact`) accepts and gives the same state,
+// which a property test holds it to.
+
+/// Reads postcard's encoding of primitives from the front of a byte slice:
+/// the inverse of [`Writer`].
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+
+/// The message of every read past the end.
+const ENDS_EARLY: &str = "the value ends early";
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let (&b, rest) = self.0.split_first().ok_or(ENDS_EARLY)?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    /// An unsigned LEB128 integer of `bits` bits, read as postcard reads
+    /// it: at most `⌈bits / 7⌉` bytes, the last holding only the bits left.
+    fn varint(&mut self, bits: u32) -> Result<u128, String> {
+        let max = bits.div_ceil(7);
+        let mut out = 0u128;
+        for i in 0..max {
+            let b = self.byte()?;
+            out |= u128::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == max - 1 && u32::from(b) >= 1 << (bits % 7) {
+                    break;
+                }
+                return Ok(out);
+            }
+        }
+        Err(format!("a varint overflows {bits} bits"))
+    }
+
+    /// A `u32` (region indices, enum variants).
+    fn u32(&mut self) -> Result<u32, String> {
+        // In range: `varint` checked the width.
+        self.varint(32).map(|n| n as u32)
+    }
+
+    /// A `u64`.
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+        self.varint(64).map(|n| n as u64)
+    }
+
+    /// A sequence or string length.
+    fn length(&mut self) -> Result<usize, String> {
+        usize::try_from(self.u64()?).map_err(|_| "a length overflows usize".to_owned())
+    }
+
+    /// A capacity for `n` elements of at least one byte each: never more
+    /// than the bytes left could hold, whatever a corrupt length says.
+    fn capacity(&self, n: usize) -> usize {
+        n.min(self.0.len())
+    }
+
+    /// A string, borrowed.
+    fn str(&mut self) -> Result<&'a str, String> {
+        let n = self.length()?;
+        if n > self.0.len() {
+            return Err(ENDS_EARLY.to_owned());
+        }
+        let (bytes, rest) = self.0.split_at(n);
+        self.0 = rest;
+        std::str::from_utf8(bytes).map_err(|_| "a string is not UTF-8".to_owned())
+    }
+
+    /// Any value, through postcard's deserializer.
+    fn serde<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
+        let (value, rest) = postcard::take_from_bytes(self.0).map_err(|e| e.to_string())?;
+        self.0 = rest;
+        Ok(value)
+    }
+
+    /// A region by its index into `regions`.
+    fn region(&mut self, regions: &[RegionId]) -> Result<RegionId, String> {
+        let i = self.u32()?;
+        regions.get(i as usize).cloned().ok_or_else(|| {
+            format!(
+                "region index {i} beyond the item's {} regions",
+                regions.len()
+            )
+        })
+    }
+
+    /// A dot: region index, counter.
+    fn dot(&mut self, regions: &[RegionId]) -> Result<Dot, String> {
+        let region = self.region(regions)?;
+        Ok(Dot::new(region, self.u64()?))
+    }
+
+    /// A sequence of dots.
+    fn dots<C: FromIterator<Dot>>(&mut self, regions: &[RegionId]) -> Result<C, String> {
+        let n = self.length()?;
+        (0..n).map(|_| self.dot(regions)).collect()
+    }
+
+    /// A register's siblings.
+    fn siblings(
+        &mut self,
+        regions: &[RegionId],
+        hlc_base: u64,
+    ) -> Result<SortedMap<Dot, Sibling>, String> {
+        let n = self.length()?;
+        (0..n)
+            .map(|_| {
+                let dot = self.dot(regions)?;
+                let below = self.u64()?;
+                let hlc = hlc_base.checked_sub(below).map(Hlc).ok_or_else(|| {
+                    format!("sibling HLC {below} below base {hlc_base} underflows")
+                })?;
+                let value = match self.byte()? {
+                    0 => None,
+                    1 => Some(self.serde::<AttrValue>()?),
+                    b => return Err(format!("option tag {b} is neither 0 nor 1")),
+                };
+                Ok((dot, Sibling { hlc, value }))
+            })
+            .collect()
+    }
+
+    /// One of a counter's four per-region maps.
+    fn counter_part(&mut self, regions: &[RegionId]) -> Result<SortedMap<RegionId, u128>, String> {
+        let n = self.length()?;
+        (0..n)
+            .map(|_| Ok((self.region(regions)?, self.varint(128)?)))
+            .collect()
+    }
+}
+
+/// Decodes the compact form at the front of `bytes` (as [`write_compact`]
+/// or postcard wrote it): the state and the bytes after it.
+pub(crate) fn read_compact(bytes: &[u8]) -> Result<(ItemState, &[u8]), String> {
+    read_compact_sharing(bytes, &[])
+}
+
+/// [`read_compact`], where a region named in `known` is that one (shared,
+/// not allocated again: later comparisons with it are pointer tests).
+pub(crate) fn read_compact_sharing<'b>(
+    bytes: &'b [u8],
+    known: &[RegionId],
+) -> Result<(ItemState, &'b [u8]), String> {
+    let mut r = Reader(bytes);
+    let n = r.length()?;
+    let mut regions = Vec::with_capacity(r.capacity(n));
+    for _ in 0..n {
+        let name = r.str()?;
+        regions.push(match known.iter().find(|k| k.as_str() == name) {
+            Some(k) => k.clone(),
+            None => RegionId::from_borrowed(name).map_err(|e| e.to_string())?,
+        });
+    }
+    let hlc_base = r.u64()?;
+    let n = r.length()?;
+    let mut vv = Vec::with_capacity(r.capacity(n));
+    for _ in 0..n {
+        let region = r.region(&regions)?;
+        vv.push((region, r.u64()?));
+    }
+    let cloud: Vec<Dot> = r.dots(&regions)?;
+    let ctx = CausalContext::from_parts(vv, cloud);
+    let alive: SortedSet<Dot> = r.dots(&regions)?;
+    let n = r.length()?;
+    let mut attrs = SortedMap::with_capacity(r.capacity(n));
+    for _ in 0..n {
+        let name = AttrName::from_borrowed(r.str()?).map_err(|e| e.to_string())?;
+        // `CAttr`'s variant index.
+        let state = match r.u32()? {
+            0 => AttrState::Lww(r.siblings(&regions, hlc_base)?),
+            1 => AttrState::Multi(r.siblings(&regions, hlc_base)?),
+            2 => {
+                let n = r.length()?;
+                AttrState::Set(
+                    (0..n)
+                        .map(|_| {
+                            let element = r.serde::<Scalar>()?;
+                            Ok((element, r.dots(&regions)?))
+                        })
+                        .collect::<Result<_, String>>()?,
+                )
+            }
+            3 => AttrState::Counter(CounterState::from_parts([
+                r.counter_part(&regions)?,
+                r.counter_part(&regions)?,
+                r.counter_part(&regions)?,
+                r.counter_part(&regions)?,
+            ])),
+            v => return Err(format!("attribute kind {v} is unknown")),
+        };
+        attrs.insert(name, state);
+    }
+    Ok((ItemState::from_parts(ctx, alive, attrs), r.0))
+}
+
 impl Serialize for ItemState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         to_compact(self).serialize(serializer)

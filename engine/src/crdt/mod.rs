@@ -9,6 +9,6 @@ mod sorted;
 
 pub use context::CausalContext;
 pub use counter::{CounterOverflow, CounterState};
-pub(crate) use encoding::{Writer, write_compact};
+pub(crate) use encoding::{Writer, read_compact, read_compact_sharing, write_compact};
 pub use item::{AttrState, AttrView, ItemState, OpError, Prepared, Provenance, Sibling};
 pub use sorted::{SortedMap, SortedSet};

@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use super::EncodedEntry;
 use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
 use crate::change::LogEntry;
-use crate::crdt::{ItemState, Writer, write_compact};
+use crate::crdt::{ItemState, Writer, read_compact, read_compact_sharing, write_compact};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 
@@ -155,7 +155,33 @@ pub(crate) fn decode<T: DeserializeOwned>(
     key: impl FnOnce() -> String,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    let reason = match open_envelope(bytes).map(postcard::take_from_bytes::<T>) {
+    decode_with(what, key, bytes, |payload| {
+        postcard::take_from_bytes::<T>(payload).map_err(|e| e.to_string())
+    })
+}
+
+/// Decodes an item state written by [`encode_item`] or
+/// `encode_item_state`, with the direct reader (`read_compact`).
+pub(crate) fn decode_state(
+    what: &'static str,
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+    known: &[RegionId],
+) -> Result<ItemState, StoreError> {
+    decode_with(what, key, bytes, |payload| {
+        read_compact_sharing(payload, known)
+    })
+}
+
+/// [`decode`] with `read` for the payload: it returns the value and the
+/// bytes after it.
+fn decode_with<T>(
+    what: &'static str,
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+    read: impl FnOnce(&[u8]) -> Result<(T, &[u8]), String>,
+) -> Result<T, StoreError> {
+    let reason = match open_envelope(bytes).map(read) {
         Ok(Ok((value, []))) => return Ok(value),
         Ok(Ok((_, rest))) => format!("{} trailing bytes after the value", rest.len()),
         Ok(Err(e)) => format!("payload does not decode: {e}"),
@@ -317,7 +343,20 @@ pub(crate) fn decode_entry(
     bytes: &[u8],
 ) -> Result<LogEntry, StoreError> {
     let name = || format!("{origin}/{seq}");
-    let entry: LogEntry = decode("log entry", name, bytes)?;
+    let entry = decode_with("log entry", name, bytes, |payload| {
+        let (head, rest) =
+            postcard::take_from_bytes::<EntryHead>(payload).map_err(|e| e.to_string())?;
+        let (delta, rest) = read_compact(rest)?;
+        let entry = LogEntry {
+            origin: head.origin,
+            seq: head.seq,
+            hlc: head.hlc,
+            deps: head.deps,
+            key: head.key,
+            delta,
+        };
+        Ok((entry, rest))
+    })?;
     if entry.origin != origin || entry.seq != seq {
         return Err(StoreError::Corrupt {
             what: "log entry",
@@ -330,7 +369,6 @@ pub(crate) fn decode_entry(
 
 /// The fields of a stored [`LogEntry`] before its delta, in its serde
 /// order: the delta's compact encoding is the rest of the payload.
-#[cfg(feature = "rocksdb")]
 #[derive(serde::Deserialize)]
 struct EntryHead {
     origin: RegionId,
@@ -399,7 +437,7 @@ fn encode_item_into(state: &ItemState, out: &mut Vec<u8>) -> Result<(), StoreErr
 
 /// Decodes the item state stored at `key`.
 pub(crate) fn decode_item(key: &ItemKey, bytes: &[u8]) -> Result<ItemState, StoreError> {
-    decode("item", || key.to_string(), bytes)
+    decode_state("item", || key.to_string(), bytes, &[])
 }
 
 // ---------------------------------------------------------------------------

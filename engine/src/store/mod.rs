@@ -133,7 +133,17 @@ impl EncodedEntry {
 /// out-of-range index inside the state is a [`StoreError::Corrupt`] whose
 /// key is `"wire delta"`.
 pub fn decode_item_state(bytes: &[u8]) -> Result<ItemState, StoreError> {
-    codec::decode("item", || "wire delta".to_owned(), bytes)
+    decode_item_state_sharing(bytes, &[])
+}
+
+/// [`decode_item_state`], where a region the state names that is in
+/// `known` is that one, shared rather than allocated again (receivers pass
+/// the regions they know, so later comparisons are pointer tests).
+pub fn decode_item_state_sharing(
+    bytes: &[u8],
+    known: &[RegionId],
+) -> Result<ItemState, StoreError> {
+    codec::decode_state("item", || "wire delta".to_owned(), bytes, known)
 }
 
 /// The kinds of value the stores keep, by what reads them back (see

@@ -3,7 +3,7 @@
 use tributary_engine::change::LogEntry;
 use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
 use tributary_engine::key::ItemKey;
-use tributary_engine::store::{EncodedEntry, decode_item_state};
+use tributary_engine::store::{EncodedEntry, decode_item_state_sharing};
 use tributary_proto::v1 as pb;
 
 use super::{EncodeError, FromWire, ToWire, WireError};
@@ -36,6 +36,15 @@ pub(super) fn vector_from_wire(
     wire: Option<pb::VersionVector>,
     at: &str,
 ) -> Result<VersionVector, WireError> {
+    vector_from_wire_in(wire, at, &mut Regions::default())
+}
+
+/// [`vector_from_wire`], its region ids through `regions`.
+fn vector_from_wire_in(
+    wire: Option<pb::VersionVector>,
+    at: &str,
+    regions: &mut Regions,
+) -> Result<VersionVector, WireError> {
     let Some(wire) = wire else {
         return Ok(VersionVector::new());
     };
@@ -45,7 +54,7 @@ pub(super) fn vector_from_wire(
     seqs.sort_unstable();
     let mut vector = VersionVector::new();
     for (origin, seq) in seqs {
-        let region = region_from_wire(&origin, || format!("{at}.seqs[{origin:?}]"))?;
+        let region = regions.get(&origin, || format!("{at}.seqs[{origin:?}]"))?;
         vector.raise(&region, Seq(seq));
     }
     Ok(vector)
@@ -59,10 +68,39 @@ pub(super) fn region_from_wire(
     if value.is_empty() {
         return Err(WireError::Missing { field: field() });
     }
-    RegionId::new(value).map_err(|source| WireError::Region {
+    RegionId::from_borrowed(value).map_err(|source| WireError::Region {
         field: field(),
         source,
     })
+}
+
+/// The region ids met while decoding one batch. A batch names a handful of
+/// regions, each in every entry's origin, deps and delta: each is checked
+/// and allocated once, and one the receiver already knows (it is seeded
+/// with them) is that very id, so later comparisons are pointer tests.
+#[derive(Default)]
+struct Regions(Vec<RegionId>);
+
+impl Regions {
+    /// Past this many, names are no longer remembered: a peer sending many
+    /// distinct ones costs a check each, not a longer search each.
+    const MAX: usize = 16;
+
+    fn seeded(known: impl IntoIterator<Item = RegionId>) -> Self {
+        Regions(known.into_iter().take(Self::MAX).collect())
+    }
+
+    /// The region named `value`; `field` names it for errors.
+    fn get(&mut self, value: &str, field: impl FnOnce() -> String) -> Result<RegionId, WireError> {
+        if let Some(known) = self.0.iter().find(|r| r.as_str() == value) {
+            return Ok(known.clone());
+        }
+        let region = region_from_wire(value, field)?;
+        if self.0.len() < Self::MAX {
+            self.0.push(region.clone());
+        }
+        Ok(region)
+    }
 }
 
 /// A received seq, which must be at least 1.
@@ -109,16 +147,28 @@ impl FromWire for LogEntry {
 /// A received entry; `at` names it for errors.
 fn entry_from_wire(wire: pb::Entry, at: &str) -> Result<LogEntry, WireError> {
     let origin = region_from_wire(&wire.origin, || format!("{at}.origin"))?;
+    entry_from_wire_in(wire, origin, at, &mut Regions::default())
+}
+
+/// [`entry_from_wire`] with its origin decoded, region ids through
+/// `regions`.
+fn entry_from_wire_in(
+    wire: pb::Entry,
+    origin: RegionId,
+    at: &str,
+    regions: &mut Regions,
+) -> Result<LogEntry, WireError> {
     let seq = seq_from_wire(wire.seq, || format!("{at}.seq"))?;
-    let deps = vector_from_wire(wire.deps, &format!("{at}.deps"))?;
+    let deps = vector_from_wire_in(wire.deps, &format!("{at}.deps"), regions)?;
     let key = ItemKey::decode(&wire.key).map_err(|source| WireError::Key {
         field: format!("{at}.key"),
         source,
     })?;
-    let delta = decode_item_state(&wire.delta).map_err(|source| WireError::Delta {
-        field: format!("{at}.delta"),
-        source,
-    })?;
+    let delta =
+        decode_item_state_sharing(&wire.delta, &regions.0).map_err(|source| WireError::Delta {
+            field: format!("{at}.delta"),
+            source,
+        })?;
     Ok(LogEntry {
         origin,
         seq,
@@ -169,14 +219,15 @@ pub fn batch_from_wire_lacking(
     }
     let mut entries = Vec::with_capacity(wire.entries.len());
     let mut skipped = 0;
+    let mut regions = Regions::seeded(have.iter().map(|(r, _)| r.clone()));
     for (i, entry) in wire.entries.into_iter().enumerate() {
         let at = || format!("batch.entries[{i}]");
-        let origin = region_from_wire(&entry.origin, || format!("{}.origin", at()))?;
+        let origin = regions.get(&entry.origin, || format!("{}.origin", at()))?;
         if seq_from_wire(entry.seq, || format!("{}.seq", at()))? <= have.get(&origin) {
             skipped += 1;
             continue;
         }
-        entries.push(entry_from_wire(entry, &at())?);
+        entries.push(entry_from_wire_in(entry, origin, &at(), &mut regions)?);
     }
     Ok((
         Batch {

@@ -153,11 +153,26 @@ fn raw_rocksdb(dir: &Path, args: &Args, keys: u64) -> Result<Phase> {
     })
 }
 
+/// The storage layout a floor phase writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// The engine's: each change's log entry and its item's state.
+    Engine,
+    /// A new item's value points at its log entry (32 bytes) instead of
+    /// repeating the delta. Not built, only measured.
+    ItemPointsAtLog,
+    /// A new item's log entry is only its head (64 bytes: origin, seq,
+    /// HLC, deps, key) and reads the delta from the item's state. Not
+    /// built, only measured.
+    LogPointsAtItem,
+}
+
 /// Raw RocksDB puts of exactly the bytes the engine wrote (each change's
 /// log entry and its item's final state, read back from the engine's store
 /// and encoded outside the timed part): RocksDB's own cost for the engine's
-/// data volume, i.e. the floor of any engine on this storage layout.
-fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore) -> Result<Phase> {
+/// data volume, i.e. the floor of any engine on this storage layout; or of
+/// a smaller `layout`, with stand-in bytes of the sizes it would write.
+fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout) -> Result<Phase> {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     let db = rocksdb::DB::open(&opts, dir)?;
@@ -173,12 +188,18 @@ fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore) -> Result<Phas
         after = last.seq;
         let mut data = Vec::with_capacity(entries.len() * 2);
         for e in &entries {
-            data.push(tributary_engine::store::encode_log_record(e)?);
-            let state = engine.item(&e.key)?.unwrap_or_default();
-            data.push((
-                e.key.encode(),
-                tributary_engine::store::encode_item_state(&state)?,
-            ));
+            let (log_key, log_value) = tributary_engine::store::encode_log_record(e)?;
+            let state = || -> Result<Vec<u8>> {
+                let state = engine.item(&e.key)?.unwrap_or_default();
+                Ok(tributary_engine::store::encode_item_state(&state)?)
+            };
+            let (log_value, item_value) = match layout {
+                Layout::Engine => (log_value, state()?),
+                Layout::ItemPointsAtLog => (log_value, vec![0x5a; 32]),
+                Layout::LogPointsAtItem => (vec![0x5a; 64], state()?),
+            };
+            data.push((log_key, log_value));
+            data.push((e.key.encode(), item_value));
         }
         let start = Instant::now();
         let mut batch = rocksdb::WriteBatch::default();
@@ -248,8 +269,15 @@ fn main() -> Result<()> {
     let raw = raw_rocksdb(raw_dir.path(), &args, keys).context("raw RocksDB baseline")?;
     let (eng, store) = engine(eng_dir.path(), &args, keys).context("engine ingest")?;
     let floor_dir = tempfile::tempdir()?;
-    let floor = raw_engine_bytes(floor_dir.path(), &args, &store)
+    let floor = raw_engine_bytes(floor_dir.path(), &args, &store, Layout::Engine)
         .context("raw puts of the engine's bytes")?;
+    let mut smaller = Vec::new();
+    for layout in [Layout::ItemPointsAtLog, Layout::LogPointsAtItem] {
+        let dir = tempfile::tempdir()?;
+        let phase = raw_engine_bytes(dir.path(), &args, &store, layout)
+            .with_context(|| format!("raw puts of the {layout:?} layout's bytes"))?;
+        smaller.push((layout, phase));
+    }
 
     let rate = |p: &Phase| args.changes as f64 / p.elapsed.as_secs_f64();
     println!(
@@ -275,6 +303,18 @@ fn main() -> Result<()> {
         "engine / engine-bytes floor : {:>10.2}x  (the engine's CPU work beside RocksDB's)",
         rate(&eng) / rate(&floor)
     );
+    for (layout, phase) in &smaller {
+        let what = match layout {
+            Layout::ItemPointsAtLog => "log entry + 32-byte item value",
+            Layout::LogPointsAtItem => "64-byte log entry + item state",
+            Layout::Engine => "log entry + item state",
+        };
+        println!(
+            "floor of layout {layout:?}: {:>10.0} changes/s  = {:.2}x raw ({what}; not built)",
+            rate(phase),
+            rate(phase) / rate(&raw)
+        );
+    }
 
     store.flush()?;
     if items != args.changes {

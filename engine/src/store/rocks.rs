@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Env,
+    Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use super::codec::{self, Cf, KeyRange, Put};
@@ -172,6 +172,14 @@ impl RocksStore {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_open_files(options.max_open_files);
         db_opts.set_compression_type(DBCompressionType::None);
+        // Flushes and compactions run at a lower CPU priority than the
+        // write path: their bursts (a 64 MiB memtable written out, an L0
+        // compaction) otherwise land on the commit latency of a node that
+        // shares its cores, with its database or with other nodes.
+        let mut env = Env::new().map_err(|e| backend("open database", e.to_string()))?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), options.cf_options(*cf, &cache)));
@@ -599,6 +607,51 @@ impl LogStore for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `(name, nice)` of every thread of this process (Linux `/proc`).
+    fn threads() -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("list threads") {
+            let dir = task.expect("thread").path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("stat")),
+            ) else {
+                continue; // the thread ended meanwhile
+            };
+            // Fields after the parenthesised name: state is field 3, nice 19.
+            let nice = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(19 - 3))
+                .and_then(|n| n.parse().ok())
+                .expect("nice in /proc/<tid>/stat");
+            out.push((comm.trim().to_owned(), nice));
+        }
+        out
+    }
+
+    #[test]
+    fn flushes_run_below_the_write_path_priority() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            RocksStore::open(RocksOptions::new(dir.path(), Durability::Sync)).expect("open");
+        let peer = RegionId::new("p").expect("valid region");
+        let v: VersionVector = [(peer.clone(), Seq(1))].into_iter().collect();
+        store.set_acked(&peer, &v).expect("write");
+        // A flush runs on RocksDB's high-priority pool, whose threads take
+        // the lowered priority when they pick up a job.
+        store.flush().expect("flush");
+        let threads = threads();
+        let flushers: Vec<_> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("rocksdb:high"))
+            .collect();
+        assert!(!flushers.is_empty(), "no flush thread among {threads:?}");
+        assert!(
+            flushers.iter().all(|(_, nice)| *nice > 0),
+            "flush threads at the write path's priority: {threads:?}"
+        );
+    }
 
     #[test]
     fn a_poisoned_store_refuses_writes_but_serves_reads() {

@@ -5,7 +5,7 @@
 //! normal end, error or panic — so a failed run leaves no node behind.
 //! Only the processes started here are ever signalled, by their own handle.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
+use tributary_tests::cluster::free_port;
 
 /// How long a node may take to print `listening on ADDR`.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -70,12 +71,6 @@ impl Drop for Cluster {
     }
 }
 
-/// A free loopback port (bound, then released for the node to take).
-fn free_port() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
-    Ok(l.local_addr()?)
-}
-
 /// The node configuration of `region`, peers with every other region.
 fn config(
     region: &str,
@@ -125,10 +120,13 @@ impl Cluster {
             .disable_cleanup(keep)
             .tempdir()
             .context("create the temporary directory")?;
+        // Ports below Linux's ephemeral range, as the tests' clusters use:
+        // one from that range (what binding port 0 gives) can be taken by
+        // an outgoing connection before the node binds it.
         let addrs: Vec<(&str, SocketAddr)> = regions
             .iter()
-            .map(|r| Ok((*r, free_port()?)))
-            .collect::<Result<_>>()?;
+            .map(|r| (*r, SocketAddr::from(([127, 0, 0, 1], free_port()))))
+            .collect();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir,

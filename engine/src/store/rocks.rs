@@ -630,14 +630,19 @@ mod tests {
         out
     }
 
-    #[test]
-    fn flushes_run_below_the_write_path_priority() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            RocksStore::open(RocksOptions::new(dir.path(), Durability::Sync)).expect("open");
+    /// A store in `dir` holding one write: peer `p` acknowledged `p`/1.
+    fn store_with_one_ack(dir: &Path) -> (RocksStore, RegionId, VersionVector) {
+        let store = RocksStore::open(RocksOptions::new(dir, Durability::Sync)).expect("open");
         let peer = RegionId::new("p").expect("valid region");
         let v: VersionVector = [(peer.clone(), Seq(1))].into_iter().collect();
         store.set_acked(&peer, &v).expect("write");
+        (store, peer, v)
+    }
+
+    #[test]
+    fn flushes_run_below_the_write_path_priority() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _, _) = store_with_one_ack(dir.path());
         // A flush runs on RocksDB's high-priority pool, whose threads take
         // the lowered priority when they pick up a job.
         store.flush().expect("flush");
@@ -656,11 +661,7 @@ mod tests {
     #[test]
     fn a_poisoned_store_refuses_writes_but_serves_reads() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            RocksStore::open(RocksOptions::new(dir.path(), Durability::Sync)).expect("open");
-        let peer = RegionId::new("p").expect("valid region");
-        let v: VersionVector = [(peer.clone(), Seq(1))].into_iter().collect();
-        store.set_acked(&peer, &v).expect("write");
+        let (store, peer, v) = store_with_one_ack(dir.path());
         // What a failed WAL write or fsync does (RocksDB offers no way to
         // make one fail on demand).
         store.poisoned.store(true, Ordering::Release);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use tributary_bench::{ItemValues, item_values};
 use tributary_engine::change::Op;
 use tributary_engine::crdt::ItemState;
 use tributary_engine::ids::{AttrName, Hlc, RegionId, TableName};
@@ -55,16 +56,17 @@ fn schema() -> Result<TableSchema> {
     )
 }
 
-/// `engine_ingest`'s change `i`, as ops.
+/// `engine_ingest`'s change `i` (to item `i`), as ops.
 fn ops(i: u64) -> Result<Vec<Op>> {
+    let ItemValues { title, body, tags } = item_values(i, i);
     Ok(vec![
         Op::Set {
             attr: attr("title")?,
-            value: AttrValue::S(format!("title {i:012} {:>40}", i)),
+            value: AttrValue::S(title),
         },
         Op::Set {
             attr: attr("body")?,
-            value: AttrValue::S(format!("{:0>96}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+            value: AttrValue::S(body),
         },
         Op::Add {
             attr: attr("qty")?,
@@ -72,10 +74,7 @@ fn ops(i: u64) -> Result<Vec<Op>> {
         },
         Op::AddToSet {
             attr: attr("tags")?,
-            elements: vec![
-                Scalar::S(format!("tag-{:04}", i % 97)),
-                Scalar::S(format!("tag-{:04}", i % 89)),
-            ],
+            elements: tags.into_iter().map(Scalar::S).collect(),
         },
     ])
 }

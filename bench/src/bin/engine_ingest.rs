@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use tributary_bench::{ItemValues, item_values};
 use tributary_engine::change::{Change, Op};
 use tributary_engine::clock::SystemClock;
 use tributary_engine::ids::{AttrName, RegionId, TableName};
@@ -55,9 +56,7 @@ fn table() -> TableName {
 /// payload (the same attribute names and values, concatenated).
 fn change(i: u64, keys: u64) -> (Change, Vec<u8>) {
     let k = i % keys;
-    let title = format!("title {k:012} {:>40}", i);
-    let body = format!("{:0>96}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let tags = [format!("tag-{:04}", i % 97), format!("tag-{:04}", i % 89)];
+    let ItemValues { title, body, tags } = item_values(i, k);
     let key = ItemKey::new(table(), Scalar::S(format!("item-{k:012}")), None).expect("valid key");
     let mut raw = Vec::new();
     for (n, v) in [

@@ -479,7 +479,7 @@ pub(crate) fn write_compact(state: &ItemState, out: &mut Vec<u8>) -> postcard::R
 
 /// Reads postcard's encoding of primitives from the front of a byte slice:
 /// the inverse of [`Writer`].
-pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+struct Reader<'a>(&'a [u8]);
 
 /// The message of every read past the end.
 const ENDS_EARLY: &str = "the value ends early";
@@ -516,7 +516,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u64`.
-    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, String> {
         self.varint(64).map(|n| n as u64)
     }
 

@@ -14,6 +14,7 @@
 //! an item's stored state is the join of every applied entry for it.
 
 mod item_cache;
+mod parked;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::schema::Schemas;
 use crate::store::{Checkpoint, CommitBatch, DeadLetter, Durability, LogStore, StoreError};
 use item_cache::ItemCache;
 pub use item_cache::ItemCacheStats;
+use parked::Parked;
 
 /// Why one local change was refused (the rest of its batch goes on). For a
 /// source record this means "dead-letter it".
@@ -87,8 +89,11 @@ pub enum ApplyStop {
 pub struct ApplyReport {
     /// Entries applied.
     pub applied: usize,
-    /// Entries skipped because they were already in the log.
+    /// Entries skipped because they were already in the log, or parked.
     pub duplicates: usize,
+    /// Entries parked until their dependencies are applied (see
+    /// [`Log::park_up_to`]).
+    pub parked: usize,
     /// Why the batch stopped early, if it did.
     pub stopped: Option<ApplyStop>,
     /// True when the applied entries are already durable.
@@ -133,6 +138,7 @@ pub struct Log<S, C> {
     hlc: HybridClock<C>,
     applied: VersionVector,
     items: ItemCache,
+    parked: Parked,
 }
 
 impl<S: LogStore, C: Clock> Log<S, C> {
@@ -146,6 +152,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             config,
             hlc,
             applied,
+            parked: Parked::default(),
         })
     }
 
@@ -172,6 +179,37 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     /// The applied vector.
     pub fn applied(&self) -> &VersionVector {
         &self.applied
+    }
+
+    /// Parks up to `max` received entries whose dependencies are not
+    /// applied yet, instead of stopping their batch (0, the default, turns
+    /// parking off). A parked entry is applied by the first
+    /// [`Log::apply_remote_many`] after its dependencies are; entries of
+    /// its origin that follow it park behind it. Parked entries live in
+    /// memory only: they count in [`Log::held`], never in
+    /// [`Log::applied`].
+    pub fn park_up_to(&mut self, max: usize) {
+        self.parked.set_max(max);
+    }
+
+    /// The applied vector joined with what is parked: received entries
+    /// this log holds in memory and will apply without anyone resending
+    /// them — unless [`Log::park_epoch`] moves.
+    pub fn held(&self) -> VersionVector {
+        self.parked.held(&self.applied)
+    }
+
+    /// Entries parked now.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Moves whenever parked entries were dropped instead of applied (a
+    /// failed commit): a [`Log::held`] vector read before it moved no
+    /// longer holds, and whoever was told it must resend from
+    /// [`Log::applied`].
+    pub fn park_epoch(&self) -> u64 {
+        self.parked.epoch()
     }
 
     /// The HLC.
@@ -332,6 +370,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         Ok(reports.pop().unwrap_or(ApplyReport {
             applied: 0,
             duplicates: 0,
+            parked: 0,
             stopped: None,
             durable: self.store.durability() == Durability::Sync,
         }))
@@ -341,7 +380,8 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     /// would one after the other (a stop ends only its own batch), in one
     /// atomic commit: an item several batches change is read and written
     /// once. One report per batch, in order; an error means none of them
-    /// was applied.
+    /// was applied (and whatever was parked is dropped: see
+    /// [`Log::park_epoch`]).
     pub fn apply_remote_many(
         &mut self,
         batches: Vec<Vec<LogEntry>>,
@@ -349,13 +389,17 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         let durable = self.store.durability() == Durability::Sync;
         let mut applied = self.applied.clone();
         let mut accepted = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+        let taken = self.parked.taken();
+        // Parked entries a snapshot made ready.
+        self.unpark(&mut applied, &mut accepted);
         let mut reports = Vec::with_capacity(batches.len());
         for entries in batches {
             let before = accepted.len();
-            let (duplicates, stopped) = self.accept(entries, &mut applied, &mut accepted);
+            let (duplicates, parked, stopped) = self.accept(entries, &mut applied, &mut accepted);
             reports.push(ApplyReport {
                 applied: accepted.len() - before,
                 duplicates,
+                parked,
                 stopped,
                 durable,
             });
@@ -363,6 +407,21 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         if accepted.is_empty() {
             return Ok(reports);
         }
+        let committed = self.commit_remote(accepted, applied);
+        if committed.is_err() && self.parked.taken() != taken {
+            // Entries taken out of the parked runs went down with the
+            // commit; the rest may depend on them.
+            self.parked.clear();
+        }
+        committed.map(|()| reports)
+    }
+
+    /// Joins accepted remote entries into their items and commits them.
+    fn commit_remote(
+        &mut self,
+        accepted: Vec<LogEntry>,
+        applied: VersionVector,
+    ) -> Result<(), StoreError> {
         let mut slots = self.load(accepted.iter().map(|e| &e.key))?;
         for entry in &accepted {
             let slot = slot(&mut slots, &entry.key);
@@ -373,56 +432,87 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             entries: accepted,
             ..CommitBatch::default()
         };
-        self.commit(batch, slots, applied)?;
-        Ok(reports)
+        self.commit(batch, slots, applied)
     }
 
     /// Moves the entries of one received batch that apply next (given
-    /// `applied`, which it advances) into `accepted`, up to the first that
-    /// cannot; returns how many were duplicates and why it stopped, if it
-    /// did.
+    /// `applied`, which it advances) into `accepted`, parking those that
+    /// wait for dependencies while there is room, up to the first that
+    /// cannot be either; returns how many were duplicates (or parked
+    /// already), how many it parked, and why it stopped, if it did.
     fn accept(
         &mut self,
         entries: Vec<LogEntry>,
         applied: &mut VersionVector,
         accepted: &mut Vec<LogEntry>,
-    ) -> (usize, Option<ApplyStop>) {
+    ) -> (usize, usize, Option<ApplyStop>) {
         let mut duplicates = 0;
+        let mut parked = 0;
         for entry in entries {
             let have = applied.get(&entry.origin);
-            if entry.seq <= have {
+            let top = self.parked.top(&entry.origin).map_or(have, |t| t.max(have));
+            if entry.seq <= top {
                 duplicates += 1;
                 continue;
             }
-            if entry.seq != have.next() {
+            if entry.seq != top.next() {
                 let stop = ApplyStop::Gap {
                     origin: entry.origin.clone(),
-                    expected: have.next(),
+                    expected: top.next(),
                     got: entry.seq,
                 };
-                return (duplicates, Some(stop));
+                return (duplicates, parked, Some(stop));
             }
+            let waits_behind = top > have;
             let missing: VersionVector = entry
                 .deps
                 .iter()
                 .filter(|(o, s)| **o != entry.origin && *s > applied.get(o))
                 .map(|(o, s)| (o.clone(), s))
                 .collect();
-            if !missing.is_empty() {
-                let stop = ApplyStop::MissingDeps {
-                    origin: entry.origin.clone(),
-                    seq: entry.seq,
-                    missing,
-                };
-                return (duplicates, Some(stop));
+            if waits_behind || !missing.is_empty() {
+                if !self.parked.has_room() {
+                    let missing = if waits_behind {
+                        self.parked.missing(&entry.origin, applied)
+                    } else {
+                        missing
+                    };
+                    let stop = ApplyStop::MissingDeps {
+                        origin: entry.origin.clone(),
+                        seq: entry.seq,
+                        missing,
+                    };
+                    return (duplicates, parked, Some(stop));
+                }
+                // Observed now: a parked entry applies later without
+                // another check, so one beyond the skew bound never parks.
+                if let Err(skew) = self.hlc.observe(entry.hlc) {
+                    return (duplicates, parked, Some(ApplyStop::ClockSkew(skew)));
+                }
+                self.parked.push(entry);
+                parked += 1;
+                continue;
             }
             if let Err(skew) = self.hlc.observe(entry.hlc) {
-                return (duplicates, Some(ApplyStop::ClockSkew(skew)));
+                return (duplicates, parked, Some(ApplyStop::ClockSkew(skew)));
             }
             applied.set(entry.origin.clone(), entry.seq);
             accepted.push(entry);
+            self.unpark(applied, accepted);
         }
-        (duplicates, None)
+        (duplicates, parked, None)
+    }
+
+    /// Moves parked entries whose dependencies `applied` now covers into
+    /// `accepted`, advancing `applied`, until none is ready.
+    fn unpark(&mut self, applied: &mut VersionVector, accepted: &mut Vec<LogEntry>) {
+        if self.parked.is_empty() {
+            return;
+        }
+        while let Some(entry) = self.parked.take_ready(applied) {
+            applied.set(entry.origin.clone(), entry.seq);
+            accepted.push(entry);
+        }
     }
 
     /// Joins a chunk of a peer's state snapshot into the items (bootstrap
@@ -476,6 +566,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             ..CommitBatch::default()
         };
         self.store.commit(&batch)?;
+        self.parked.forget_covered(&applied);
         self.applied = applied;
         self.store.truncate(&jumped)?;
         Ok(jumped)

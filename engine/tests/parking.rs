@@ -1,0 +1,251 @@
+//! Parking (`Log::park_up_to`): a received entry whose causal past is not
+//! applied yet waits in memory instead of stopping its batch, and applies as
+//! soon as its past does. The log's applied vector stays causally closed and
+//! its items are always what applying exactly that vector's entries in HLC
+//! order gives; `held` is the applied vector plus what is parked.
+
+mod common;
+
+use common::{MemLog, key};
+use proptest::prelude::*;
+use tributary_engine::change::{Change, LogEntry};
+use tributary_engine::ids::{RegionId, Seq, VersionVector};
+use tributary_engine::log::{ApplyStop, LogConfig};
+use tributary_engine::schema::MergePolicy;
+
+const KEYS: usize = 3;
+
+fn open(region: &str) -> MemLog {
+    common::open(
+        region,
+        &[("qty", MergePolicy::Counter)],
+        LogConfig::DEFAULT_ITEM_CACHE_BYTES,
+    )
+}
+
+fn region(s: &str) -> RegionId {
+    RegionId::new(s).expect("region")
+}
+
+fn change(k: usize, op: u8) -> Change {
+    common::change(k, op, 3)
+}
+
+/// Entries of `b` and `c` where `b` applies what `c` wrote so far before
+/// each of its own writes, so `b`'s entries depend on `c`'s. In HLC order.
+fn history(writes: &[(bool, usize, u8)]) -> Vec<LogEntry> {
+    let (mut b, mut c) = (open("b"), open("c"));
+    for &(at_b, k, op) in writes {
+        if at_b {
+            let from = b.applied().get(c.region());
+            let news = c.entries(c.region(), from, usize::MAX).expect("read");
+            b.apply_remote(&news).expect("b applies c");
+            b.ingest(&[change(k, op)], Vec::new()).expect("ingest at b");
+        } else {
+            c.ingest(&[change(k, op)], Vec::new()).expect("ingest at c");
+        }
+    }
+    let mut all = b.entries(b.region(), Seq::ZERO, usize::MAX).expect("b");
+    all.extend(c.entries(c.region(), Seq::ZERO, usize::MAX).expect("c"));
+    all.sort_by_key(|e| e.hlc);
+    all
+}
+
+fn of(all: &[LogEntry], origin: &str) -> Vec<LogEntry> {
+    all.iter()
+        .filter(|e| e.origin.as_str() == origin)
+        .cloned()
+        .collect()
+}
+
+fn vv(pairs: &[(&str, u64)]) -> VersionVector {
+    pairs.iter().map(|(o, s)| (region(o), Seq(*s))).collect()
+}
+
+/// c writes twice, b (having both) writes twice, c writes once more.
+fn b_after_c() -> Vec<LogEntry> {
+    history(&[
+        (false, 0, 1),
+        (false, 1, 2),
+        (true, 0, 3),
+        (true, 2, 4),
+        (false, 1, 5),
+    ])
+}
+
+/// The items of `log` equal those of a log that applied exactly the
+/// entries of `all` its applied vector covers, in HLC order.
+fn assert_items_match_applied(log: &MemLog, all: &[LogEntry]) {
+    let applied = log.applied();
+    let covered: Vec<LogEntry> = all
+        .iter()
+        .filter(|e| e.seq <= applied.get(&e.origin))
+        .cloned()
+        .collect();
+    let mut reference = open("a");
+    let report = reference.apply_remote(&covered).expect("reference");
+    assert_eq!(
+        report.stopped, None,
+        "the applied vector {applied:?} is not causally closed"
+    );
+    assert_eq!(reference.applied(), applied);
+    for k in 0..KEYS {
+        assert_eq!(
+            log.item(&key(k)).expect("read"),
+            reference.item(&key(k)).expect("read"),
+            "item k{k}"
+        );
+    }
+}
+
+#[test]
+fn an_entry_ahead_of_its_dependencies_waits_and_applies_when_they_come() {
+    let all = b_after_c();
+    let mut a = open("a");
+    a.park_up_to(100);
+    // b's entries first: both wait for c's, nothing stops.
+    let r = a.apply_remote(&of(&all, "b")).expect("apply b");
+    assert_eq!((r.applied, r.parked, r.stopped), (0, 2, None));
+    assert_eq!(a.applied(), &VersionVector::new(), "parked is not applied");
+    assert_eq!(a.held(), vv(&[("b", 2)]));
+    assert_eq!(a.parked(), 2);
+    // Sent again (the sender resends what it was not told is held): held
+    // entries count as duplicates.
+    let r = a.apply_remote(&of(&all, "b")[..1]).expect("again");
+    assert_eq!((r.applied, r.duplicates, r.parked), (0, 1, 0));
+    // c's entries come: b's apply behind them, in the same commit.
+    let r = a.apply_remote(&of(&all, "c")).expect("apply c");
+    assert_eq!((r.applied, r.parked, r.stopped), (5, 0, None));
+    assert_eq!(a.applied(), &vv(&[("b", 2), ("c", 3)]));
+    assert_eq!(a.held(), *a.applied());
+    assert_eq!(a.parked(), 0);
+    assert_items_match_applied(&a, &all);
+}
+
+#[test]
+fn a_waiting_entry_does_not_stop_the_other_origins_of_its_batch() {
+    let all = b_after_c();
+    let mut a = open("a");
+    a.park_up_to(100);
+    // c:1..2 are the dependencies of b:1; c:3 is independent of b.
+    let c = of(&all, "c");
+    a.apply_remote(&c[..1]).expect("c:1");
+    let mut batch = of(&all, "b");
+    batch.push(c[2].clone());
+    // c:3 comes without c:2: a gap for c, but b parks first.
+    let r = a.apply_remote(&batch).expect("apply");
+    assert_eq!(r.parked, 2);
+    assert!(
+        matches!(r.stopped, Some(ApplyStop::Gap { expected: Seq(2), got: Seq(3), .. })),
+        "{:?}",
+        r.stopped
+    );
+    let r = a.apply_remote(&c[1..]).expect("c:2..3");
+    assert_eq!((r.applied, r.stopped), (4, None));
+    assert_eq!(a.applied(), &vv(&[("b", 2), ("c", 3)]));
+    assert_items_match_applied(&a, &all);
+}
+
+#[test]
+fn a_gap_above_the_parked_run_names_the_seq_after_it() {
+    let all = b_after_c();
+    let mut a = open("a");
+    a.park_up_to(100);
+    let b = of(&all, "b");
+    a.apply_remote(&b[..1]).expect("b:1 parks");
+    let r = a.apply_remote(&b[1..]).expect("b:2 parks behind");
+    assert_eq!(r.parked, 1);
+    let r = a.apply_remote(&b[..1]).expect("b:1 again");
+    assert_eq!(r.duplicates, 1);
+    assert_eq!(a.held(), vv(&[("b", 2)]));
+}
+
+#[test]
+fn a_full_park_stops_the_batch_as_without_parking() {
+    let all = b_after_c();
+    let mut a = open("a");
+    a.park_up_to(1);
+    let r = a.apply_remote(&of(&all, "b")).expect("apply b");
+    assert_eq!(r.parked, 1);
+    assert!(
+        matches!(
+            &r.stopped,
+            Some(ApplyStop::MissingDeps { seq: Seq(2), missing, .. }) if missing == &vv(&[("c", 2)])
+        ),
+        "the second entry waits behind the first, which waits for c:2: {:?}",
+        r.stopped
+    );
+    // Off (the default): the first entry stops the batch.
+    let mut off = open("a");
+    let r = off.apply_remote(&of(&all, "b")).expect("apply b");
+    assert_eq!(r.parked, 0);
+    assert!(matches!(r.stopped, Some(ApplyStop::MissingDeps { seq: Seq(1), .. })));
+    assert_eq!(off.held(), VersionVector::new());
+}
+
+#[test]
+fn a_snapshot_that_covers_parked_entries_drops_them() {
+    let all = b_after_c();
+    let mut a = open("a");
+    a.park_up_to(100);
+    a.apply_remote(&of(&all, "b")).expect("b parks");
+    a.finish_snapshot(&vv(&[("b", 1)])).expect("snapshot");
+    assert_eq!(a.parked(), 1, "b:1 is covered, b:2 still waits");
+    assert_eq!(a.held(), vv(&[("b", 2)]));
+    a.finish_snapshot(&vv(&[("b", 2), ("c", 2)])).expect("snapshot");
+    assert_eq!(a.parked(), 0);
+    assert_eq!(a.held(), vv(&[("b", 2), ("c", 2)]));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever arrives — runs in HLC order, random picks with repeats and
+    /// gaps, in any order — the applied vector stays causally closed, the
+    /// items are exactly its entries, `held` covers it; and once the whole
+    /// history arrives in HLC order, everything is applied, nothing parked.
+    #[test]
+    fn parking_applies_exactly_the_applied_vector_and_converges(
+        writes in prop::collection::vec((any::<bool>(), 0..KEYS, any::<u8>()), 1..24),
+        picks in prop::collection::vec(
+            (any::<bool>(), any::<prop::sample::Index>(), 0..12usize,
+             prop::collection::vec(any::<prop::sample::Index>(), 0..8)),
+            1..6,
+        ),
+        max in 0..20usize,
+        together in any::<bool>(),
+    ) {
+        let all = history(&writes);
+        let batches: Vec<Vec<LogEntry>> = picks
+            .iter()
+            .map(|(run, start, len, random)| {
+                if *run {
+                    all.iter().skip(start.index(all.len())).take(*len).cloned().collect()
+                } else {
+                    random.iter().map(|i| all[i.index(all.len())].clone()).collect()
+                }
+            })
+            .collect();
+        let mut a = open("a");
+        a.park_up_to(max);
+        if together {
+            a.apply_remote_many(batches).expect("apply many");
+        } else {
+            for b in &batches {
+                a.apply_remote(b).expect("apply");
+            }
+        }
+        prop_assert!(a.parked() <= max);
+        prop_assert!(a.applied().dominated_by(&a.held()));
+        assert_items_match_applied(&a, &all);
+        a.apply_remote(&all).expect("everything, in order");
+        prop_assert_eq!(a.parked(), 0);
+        prop_assert_eq!(a.held(), a.applied().clone());
+        let head = all.iter().fold(VersionVector::new(), |mut v, e| {
+            v.set(e.origin.clone(), e.seq.max(v.get(&e.origin)));
+            v
+        });
+        prop_assert_eq!(a.applied(), &head);
+        assert_items_match_applied(&a, &all);
+    }
+}

@@ -136,7 +136,14 @@ fn a_waiting_entry_does_not_stop_the_other_origins_of_its_batch() {
     let r = a.apply_remote(&batch).expect("apply");
     assert_eq!(r.parked, 2);
     assert!(
-        matches!(r.stopped, Some(ApplyStop::Gap { expected: Seq(2), got: Seq(3), .. })),
+        matches!(
+            r.stopped,
+            Some(ApplyStop::Gap {
+                expected: Seq(2),
+                got: Seq(3),
+                ..
+            })
+        ),
         "{:?}",
         r.stopped
     );
@@ -179,7 +186,10 @@ fn a_full_park_stops_the_batch_as_without_parking() {
     let mut off = open("a");
     let r = off.apply_remote(&of(&all, "b")).expect("apply b");
     assert_eq!(r.parked, 0);
-    assert!(matches!(r.stopped, Some(ApplyStop::MissingDeps { seq: Seq(1), .. })));
+    assert!(matches!(
+        r.stopped,
+        Some(ApplyStop::MissingDeps { seq: Seq(1), .. })
+    ));
     assert_eq!(off.held(), VersionVector::new());
 }
 
@@ -192,7 +202,8 @@ fn a_snapshot_that_covers_parked_entries_drops_them() {
     a.finish_snapshot(&vv(&[("b", 1)])).expect("snapshot");
     assert_eq!(a.parked(), 1, "b:1 is covered, b:2 still waits");
     assert_eq!(a.held(), vv(&[("b", 2)]));
-    a.finish_snapshot(&vv(&[("b", 2), ("c", 2)])).expect("snapshot");
+    a.finish_snapshot(&vv(&[("b", 2), ("c", 2)]))
+        .expect("snapshot");
     assert_eq!(a.parked(), 0);
     assert_eq!(a.held(), vv(&[("b", 2), ("c", 2)]));
 }

@@ -37,7 +37,7 @@ use tributary_engine::log::{Log, LogConfig};
 use tributary_engine::schema::{MergePolicy, Schemas, TableSchema};
 use tributary_engine::store::{Durability, LogStore, MemStore, digest_items, entries_above};
 use tributary_engine::value::{AttrValue, Scalar};
-use tributary_replicator::link::{BatchId, Outbound, OutboundLimits};
+use tributary_replicator::link::{BatchId, Holds, Outbound, OutboundLimits, Report};
 
 /// Milliseconds per tick.
 const TICK_MS: u64 = 10;
@@ -45,6 +45,10 @@ const TICK_MS: u64 = 10;
 const EPOCH_MS: u64 = 1_750_000_000_000;
 /// The logs' item cache budget: small, so runs evict as well as hit.
 const SIM_ITEM_CACHE_BYTES: usize = 16 * 1024;
+/// How long a peer's stream may deliver nothing, while the receiver is
+/// behind what the peer announced, and still count as direct (the node's
+/// `DIRECT_QUIET`), in ticks.
+const DIRECT_QUIET_TICKS: u64 = 100;
 
 /// Knobs of one run.
 #[derive(Debug, Clone)]
@@ -65,6 +69,9 @@ pub struct SimConfig {
     pub faults: bool,
     /// The links' [`OutboundLimits::relay_hold`], in ms.
     pub relay_hold_ms: u64,
+    /// Entries a receiver parks at most (`Log::park_up_to`); 0: receivers
+    /// refuse entries ahead of their dependencies, as before parking.
+    pub park_max: usize,
 }
 
 impl SimConfig {
@@ -80,6 +87,8 @@ impl SimConfig {
             crashes: 3,
             faults: true,
             relay_hold_ms: 50,
+            // Small, so the full-park fallback runs too.
+            park_max: 40,
         }
     }
 
@@ -177,14 +186,15 @@ impl Outcome {
 enum Body {
     /// The sender opens connection `epoch`.
     Hello,
-    /// The receiver's durable applied vector.
-    Welcome(VersionVector),
-    /// Entries to apply.
-    Batch(BatchId, Vec<LogEntry>),
-    /// The receiver's durable applied vector after a batch.
-    Ack(BatchId, VersionVector),
+    /// The receiver's durable applied vector, and whether it parks.
+    Welcome(VersionVector, bool),
+    /// Entries to apply, and the sender's head (what a heartbeat says).
+    Batch(BatchId, Vec<LogEntry>, VersionVector),
+    /// The receiver's durable applied vector after a batch (and what it
+    /// holds, if it parks).
+    Ack(BatchId, VersionVector, Option<Holds>),
     /// The receiver's durable applied vector, moved between acks.
-    Progress(VersionVector),
+    Progress(VersionVector, Option<Holds>),
 }
 
 #[derive(Debug, Clone)]
@@ -227,8 +237,15 @@ struct Region {
     pending_writes: Vec<(OpKind, Seq)>,
     /// Acks owed to peers after the fsync: (peer, epoch, batch).
     pending_acks: Vec<(usize, u64, BatchId)>,
-    /// Per peer, the connection (epoch) its latest hello opened here.
+    /// Per peer, the connection (epoch) its latest hello opened here, while
+    /// open.
     inbound: BTreeMap<usize, u64>,
+    /// Per peer, the newest connection a hello opened here: an older
+    /// hello arriving late opens nothing (its stream is gone).
+    newest_hello: BTreeMap<usize, u64>,
+    /// Per peer, its own seq it last announced and the last tick a batch
+    /// of it applied or parked something here.
+    delivered: BTreeMap<usize, (Seq, u64)>,
 }
 
 /// One kind of workload operation.
@@ -289,6 +306,9 @@ pub struct Sim {
     entries_received: u64,
     entries_duplicate: u64,
     entries_echoed: u64,
+    /// Per link, when its last batch arrives (batches of a stream arrive in
+    /// order).
+    batch_due: BTreeMap<(usize, usize), u64>,
 }
 
 fn attr(s: &str) -> AttrName {
@@ -319,14 +339,21 @@ fn region_name(i: usize) -> RegionId {
     RegionId::new(format!("r{i}")).expect("region id")
 }
 
-fn open(store: &MemStore, id: &RegionId, clock: &ManualClock) -> Log<MemStore, ManualClock> {
+fn open(
+    store: &MemStore,
+    id: &RegionId,
+    clock: &ManualClock,
+    park_max: usize,
+) -> Log<MemStore, ManualClock> {
     let config = LogConfig {
         region: id.clone(),
         schemas: schemas(),
         max_clock_skew: Duration::from_secs(30),
         item_cache_bytes: SIM_ITEM_CACHE_BYTES,
     };
-    Log::open(store.clone(), config, clock.clone()).expect("open the log")
+    let mut log = Log::open(store.clone(), config, clock.clone()).expect("open the log");
+    log.park_up_to(park_max);
+    log
 }
 
 impl Sim {
@@ -348,7 +375,7 @@ impl Sim {
                     faults.skewed_clocks += 1;
                 }
                 let clock = ManualClock::new(EPOCH_MS.saturating_add_signed(skew_ms));
-                let log = open(&store, &id, &clock);
+                let log = open(&store, &id, &clock, cfg.park_max);
                 let links = (0..cfg.regions)
                     .filter(|j| *j != i)
                     .map(|j| {
@@ -377,6 +404,8 @@ impl Sim {
                     pending_writes: Vec::new(),
                     pending_acks: Vec::new(),
                     inbound: BTreeMap::new(),
+                    newest_hello: BTreeMap::new(),
+                    delivered: BTreeMap::new(),
                 }
             })
             .collect();
@@ -400,6 +429,7 @@ impl Sim {
             entries_received: 0,
             entries_duplicate: 0,
             entries_echoed: 0,
+            batch_due: BTreeMap::new(),
         }
     }
 
@@ -468,6 +498,7 @@ impl Sim {
                 link.outbound.on_disconnected();
                 link.phase = LinkPhase::Down;
             }
+            self.regions[r].inbound.clear();
         }
         self.ack_faults = false;
         let deadline = self.tick + 3_000;
@@ -547,7 +578,7 @@ impl Sim {
     fn restart(&mut self, r: usize) {
         let region = &mut self.regions[r];
         region.store.crash();
-        region.log = open(&region.store, &region.id, &region.clock);
+        region.log = open(&region.store, &region.id, &region.clock, self.cfg.park_max);
         let durable = region.log.applied().clone();
         if !region.durable.dominated_by(&durable) {
             self.offsets_backwards += 1;
@@ -567,6 +598,8 @@ impl Sim {
             link.phase = LinkPhase::Down;
         }
         region.inbound.clear();
+        region.newest_hello.clear();
+        region.delivered.clear();
         region.up = true;
     }
 
@@ -638,10 +671,16 @@ impl Sim {
                 tick: self.tick,
             });
         }
+        let holds = self.holds(r);
         let acked: BTreeSet<usize> = acks.iter().map(|(peer, ..)| *peer).collect();
         for (peer, epoch, batch) in acks {
             if self.can_talk(r, peer) {
-                self.send(r, peer, epoch, Body::Ack(batch, head.clone()));
+                self.send(
+                    r,
+                    peer,
+                    epoch,
+                    Body::Ack(batch, head.clone(), holds.clone()),
+                );
             }
         }
         // Progress to the other senders, when what they did not send moved.
@@ -655,9 +694,35 @@ impl Sim {
             let sender = region_name(peer);
             let moved = head.iter().any(|(o, s)| o != &sender && s > before.get(o));
             if moved && self.can_talk(r, peer) {
-                self.send(r, peer, epoch, Body::Progress(head.clone()));
+                self.send(r, peer, epoch, Body::Progress(head.clone(), holds.clone()));
             }
         }
+    }
+
+    /// What region `r` reports beside its applied vector when it parks:
+    /// what it holds, and the peers whose own entries reach it directly —
+    /// an open stream that delivered lately or whose announced head it
+    /// has (as the node's `Core::direct_origins`).
+    fn holds(&self, r: usize) -> Option<Holds> {
+        let region = &self.regions[r];
+        if self.cfg.park_max == 0 {
+            return None;
+        }
+        let direct = region
+            .inbound
+            .keys()
+            .filter(|p| {
+                region.delivered.get(p).is_some_and(|(announced, at)| {
+                    self.tick.saturating_sub(*at) <= DIRECT_QUIET_TICKS
+                        || region.durable.get(&region_name(**p)) >= *announced
+                })
+            })
+            .map(|p| region_name(*p))
+            .collect();
+        Some(Holds {
+            held: region.log.held(),
+            direct,
+        })
     }
 
     /// Records the tick at which every region holds each entry durably.
@@ -779,10 +844,15 @@ impl Sim {
                     continue;
                 };
                 match link.phase {
-                    // Keepalive notices a dead path: the stream breaks.
-                    LinkPhase::Up(_) | LinkPhase::Connecting(_) if !talk => {
+                    // Keepalive notices a dead path: the stream breaks, at
+                    // both ends.
+                    LinkPhase::Up(epoch) | LinkPhase::Connecting(epoch) if !talk => {
                         link.outbound.on_disconnected();
                         link.phase = LinkPhase::Down;
+                        let inbound = &mut self.regions[p].inbound;
+                        if inbound.get(&r) == Some(&epoch) {
+                            inbound.remove(&r);
+                        }
                     }
                     LinkPhase::Down if talk => {
                         link.epoch += 1;
@@ -805,15 +875,19 @@ impl Sim {
                             let Some(batch) = link.outbound.pack(entries, now, |_| 1) else {
                                 break;
                             };
-                            let body = Body::Batch(batch.id, batch.entries);
+                            let body = Body::Batch(batch.id, batch.entries, head.clone());
                             let order = self.order;
                             self.order += 1;
+                            // One stream: batches arrive in the order sent.
                             let latency = self.rng.random_range(1..4u64);
+                            let last = self.batch_due.entry((r, p)).or_default();
+                            let at = (self.tick + latency).max(*last);
+                            *last = at;
                             self.net.push(Message {
                                 from: r,
                                 to: p,
                                 epoch,
-                                at: self.tick + latency,
+                                at,
                                 order,
                                 body,
                             });
@@ -844,18 +918,26 @@ impl Sim {
                     if !self.regions[m.from].up {
                         continue;
                     }
+                    let newest = self.regions[m.to].newest_hello.entry(m.from).or_default();
+                    if m.epoch < *newest {
+                        continue;
+                    }
+                    *newest = m.epoch;
                     self.regions[m.to].inbound.insert(m.from, m.epoch);
                     let applied = self.regions[m.to].durable.clone();
-                    self.send(m.to, m.from, m.epoch, Body::Welcome(applied));
+                    let parks = self.cfg.park_max > 0;
+                    self.send(m.to, m.from, m.epoch, Body::Welcome(applied, parks));
                 }
-                Body::Welcome(applied) => {
+                Body::Welcome(applied, parks) => {
                     let region = &mut self.regions[m.to];
                     if let Some(link) = region.links.get_mut(&m.from)
                         && link.phase == LinkPhase::Connecting(m.epoch)
                     {
                         let head = region.durable.clone();
                         // Regions here are never wiped: each holds its own entries.
-                        if let Some(acked) = link.outbound.on_connected(&applied, &head, true) {
+                        if let Some(acked) =
+                            link.outbound.on_connected(&applied, &head, true, parks)
+                        {
                             region
                                 .store
                                 .set_acked(&region_name(m.from), &acked)
@@ -864,31 +946,37 @@ impl Sim {
                         link.phase = LinkPhase::Up(m.epoch);
                     }
                 }
-                Body::Batch(id, entries) => {
+                Body::Batch(id, entries, sender_head) => {
                     // Only on the stream the receiver has open with the
                     // sender (a newer hello closed older ones).
                     if self.regions[m.to].inbound.get(&m.from) != Some(&m.epoch) {
                         continue;
                     }
                     let region_to = &mut self.regions[m.to];
-                    let had = region_to.log.applied().clone();
                     self.entries_received += entries.len() as u64;
-                    self.entries_duplicate += entries
-                        .iter()
-                        .filter(|e| e.seq <= had.get(&e.origin))
-                        .count() as u64;
                     self.entries_echoed +=
                         entries.iter().filter(|e| e.origin == region_to.id).count() as u64;
-                    region_to.log.apply_remote(&entries).expect("apply");
+                    let report = region_to.log.apply_remote(&entries).expect("apply");
+                    self.entries_duplicate += report.duplicates as u64;
+                    let announced = sender_head.get(&region_name(m.from));
+                    let delivered = region_to.delivered.entry(m.from).or_insert((announced, 0));
+                    delivered.0 = announced;
+                    if report.applied + report.parked > 0 {
+                        delivered.1 = tick;
+                    }
                     region_to.pending_acks.push((m.from, m.epoch, id));
                 }
-                Body::Ack(id, applied) => {
+                Body::Ack(id, applied, holds) => {
                     let region = &mut self.regions[m.to];
                     if let Some(link) = region.links.get_mut(&m.from)
                         && link.phase == LinkPhase::Up(m.epoch)
                     {
                         let now = region.clock.now_millis();
-                        let outcome = link.outbound.on_ack(id, &applied, now);
+                        let report = Report {
+                            applied: &applied,
+                            holds: holds.as_ref(),
+                        };
+                        let outcome = link.outbound.on_ack(id, report, now);
                         if let Some(acked) = outcome.persist {
                             region
                                 .store
@@ -897,13 +985,17 @@ impl Sim {
                         }
                     }
                 }
-                Body::Progress(applied) => {
+                Body::Progress(applied, holds) => {
                     let region = &mut self.regions[m.to];
                     if let Some(link) = region.links.get_mut(&m.from)
                         && link.phase == LinkPhase::Up(m.epoch)
                     {
                         let now = region.clock.now_millis();
-                        let outcome = link.outbound.on_progress(&applied, now);
+                        let report = Report {
+                            applied: &applied,
+                            holds: holds.as_ref(),
+                        };
+                        let outcome = link.outbound.on_progress(report, now);
                         if let Some(acked) = outcome.persist {
                             region
                                 .store

@@ -44,13 +44,21 @@ fn simulated_partitions_crashes_and_lossy_acks_lose_nothing() {
     let mut faults = Faults::default();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for &seed in &seeds {
-        let outcome = Sim::new(SimConfig::standard(seed)).run();
-        assert!(
-            outcome.is_clean() && outcome.converge_ms != u64::MAX,
-            "simulation failed: {outcome:#?}\nreproduce with: TRIBUTARY_SIM_SEED={seed} cargo test -p tributary-tests --test chaos_sim"
-        );
-        add(&mut faults, &outcome.faults);
-        outcomes.push(outcome);
+        // Receivers that park (the default) and receivers that refuse
+        // entries ahead of their dependencies (`park_max_entries = 0`).
+        for park_max in [SimConfig::standard(seed).park_max, 0] {
+            let outcome = Sim::new(SimConfig {
+                park_max,
+                ..SimConfig::standard(seed)
+            })
+            .run();
+            assert!(
+                outcome.is_clean() && outcome.converge_ms != u64::MAX,
+                "simulation failed (park_max {park_max}): {outcome:#?}\nreproduce with: TRIBUTARY_SIM_SEED={seed} cargo test -p tributary-tests --test chaos_sim"
+            );
+            add(&mut faults, &outcome.faults);
+            outcomes.push(outcome);
+        }
     }
     // Determinism: the same seed replays the same run.
     let again = Sim::new(SimConfig::standard(seeds[0])).run();
@@ -68,6 +76,7 @@ fn simulated_partitions_crashes_and_lossy_acks_lose_nothing() {
     let summary = serde_json::json!({
         "tier": "simulation",
         "seeds": seeds.len(),
+        "runs": outcomes.len(),
         "regions": 5,
         "acked_ops": ops,
         "unacked_ops": unacked,
@@ -133,29 +142,50 @@ fn received(configs: impl Iterator<Item = SimConfig>) -> Received {
 }
 
 #[test]
-fn a_healthy_mesh_never_echoes_and_held_relays_cut_duplicates() {
+fn a_healthy_mesh_never_echoes_and_parking_receivers_cut_duplicates() {
     let seeds = 1..=20u64;
     let at_once = received(seeds.clone().map(|seed| SimConfig {
         relay_hold_ms: 0,
+        park_max: 0,
         ..SimConfig::healthy(seed)
     }));
-    let held = received(seeds.map(SimConfig::healthy));
+    let held = received(seeds.clone().map(|seed| SimConfig {
+        park_max: 0,
+        ..SimConfig::healthy(seed)
+    }));
+    let parked = received(seeds.map(|seed| SimConfig {
+        relay_hold_ms: 0,
+        ..SimConfig::healthy(seed)
+    }));
+    let line = |name: &str, r: &Received| {
+        format!(
+            "{name}: {} entries received, {:.0}% duplicates, visibility p99 {} ms",
+            r.entries,
+            r.duplicate_share() * 100.0,
+            r.p99_ms
+        )
+    };
     println!(
-        "healthy 5-region mesh, 20 seeds: relays at once {} entries received, {:.0}% duplicates, visibility p99 {} ms; relays held 50 ms {} received, {:.0}% duplicates, visibility p99 {} ms",
-        at_once.entries,
-        at_once.duplicate_share() * 100.0,
-        at_once.p99_ms,
-        held.entries,
-        held.duplicate_share() * 100.0,
-        held.p99_ms,
+        "healthy 5-region mesh, 20 seeds: {}; {}; {}",
+        line("relays at once", &at_once),
+        line("relays held 50 ms", &held),
+        line("receivers park", &parked),
     );
     assert_eq!(
-        (at_once.echoed, held.echoed),
-        (0, 0),
+        (at_once.echoed, held.echoed, parked.echoed),
+        (0, 0, 0),
         "no region is sent its own entries back"
     );
     assert!(
         held.duplicate_share() < at_once.duplicate_share() * 0.85,
         "holding relays should cut the duplicate share: {at_once:?} vs {held:?}"
+    );
+    assert!(
+        parked.duplicate_share() < at_once.duplicate_share() * 0.25,
+        "links to receivers that park should leave out what comes directly: {at_once:?} vs {parked:?}"
+    );
+    assert!(
+        parked.p99_ms <= at_once.p99_ms + 2 * 10,
+        "without costing visibility (two ticks of slack): {at_once:?} vs {parked:?}"
     );
 }

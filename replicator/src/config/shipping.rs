@@ -35,6 +35,13 @@ pub struct ShippingConfig {
     /// ARCHITECTURE.md, "Relays and duplicates").
     #[serde(deserialize_with = "duration")]
     pub relay_hold: Duration,
+    /// Received entries that arrived ahead of their causal dependencies
+    /// that this node keeps in memory until those are applied, at most
+    /// (`0` refuses them, as nodes did before). Peers that see this node
+    /// park send it their own entries at once and leave out what it gets
+    /// from their origins directly (see ARCHITECTURE.md, "Relays and
+    /// duplicates").
+    pub park_max_entries: usize,
     /// How often a heartbeat (HLC, head seqs) goes to each peer.
     #[serde(deserialize_with = "duration")]
     pub heartbeat_interval: Duration,
@@ -85,6 +92,7 @@ impl Default for ShippingConfig {
             batch_linger: Duration::from_millis(2),
             max_in_flight_batches: 4,
             relay_hold: Duration::ZERO,
+            park_max_entries: 50_000,
             heartbeat_interval: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(2),
@@ -138,6 +146,7 @@ impl ShippingConfig {
                 self.max_in_flight_batches.to_string(),
             ),
             ("relay_hold", format_duration(self.relay_hold)),
+            ("park_max_entries", self.park_max_entries.to_string()),
             (
                 "heartbeat_interval",
                 format_duration(self.heartbeat_interval),

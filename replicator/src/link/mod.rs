@@ -9,7 +9,8 @@ pub mod retry;
 
 pub use lag::{LinkFacts, OriginLag, PeerLag, Rate, peer_lag};
 pub use outbound::{
-    AckOutcome, Batch, BatchId, EntryHead, Outbound, OutboundLimits, Read, Shippable,
+    AckOutcome, Batch, BatchId, EntryHead, Holds, Outbound, OutboundLimits, Read, Report,
+    STRICT_AFTER_REWIND, Shippable,
 };
 pub use penalty::{PenaltyBox, PenaltyRules};
 pub use retry::{Backoff, CircuitBreaker, CircuitState};

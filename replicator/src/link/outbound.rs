@@ -35,13 +35,56 @@
 //!   them, until the peer's acks cover them. Older entries (a backlog) and
 //!   everything after the hold expires are relayed as before, so a path
 //!   that fails costs at most `relay_hold` of extra lag. Only this node's
-//!   clock is read: other regions' clock skew does not matter.
+//!   clock is read: other regions' clock skew does not matter;
+//! - **with a peer that parks** (its welcome says so: it keeps entries that
+//!   arrive ahead of their dependencies, reporting them as *held*), the
+//!   origins it lists as **direct** — their own entries reach it over their
+//!   own live link — backlog included. Its own entries then leave at once,
+//!   even those depending on what it leaves out: the peer parks them until
+//!   their dependencies arrive from their origin. `sent` never rewinds below
+//!   the peer's held vector, and `acked` (persisted) stays its applied
+//!   vector. A rewind (the peer refused an entry: its park was full) makes
+//!   the link relay everything in causal order for [`STRICT_AFTER_REWIND`],
+//!   so a stalled direct path cannot stall this link.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tributary_engine::change::LogEntry;
 use tributary_engine::ids::{RegionId, Seq, VersionVector};
+
+/// How long a link to a peer that parks relays everything, in causal
+/// order, after the peer stopped short of a batch.
+pub const STRICT_AFTER_REWIND: Duration = Duration::from_secs(1);
+
+/// What a peer that parks reports beside its applied vector.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Holds {
+    /// The applied vector plus the entries parked in its memory: it will
+    /// apply them without a resend (not durable).
+    pub held: VersionVector,
+    /// Regions whose own entries reach it over their own live link, and
+    /// keep coming.
+    pub direct: Vec<RegionId>,
+}
+
+/// What a peer reported having, in an ack or a progress report.
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a> {
+    /// Its applied vector, durable.
+    pub applied: &'a VersionVector,
+    /// From a peer that parks: what it holds, and who reaches it directly.
+    pub holds: Option<&'a Holds>,
+}
+
+impl<'a> From<&'a VersionVector> for Report<'a> {
+    fn from(applied: &'a VersionVector) -> Self {
+        Report {
+            applied,
+            holds: None,
+        }
+    }
+}
 
 /// Limits of one link's batching and window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +242,14 @@ pub struct Outbound {
     /// Set when the last pack held entries back: nothing is read again
     /// before this time unless the peer's acks move.
     stalled_until: Option<u64>,
+    /// The peer parks entries that arrive ahead of their dependencies.
+    parks: bool,
+    /// What the peer holds: `acked` plus what it reported parked.
+    held: VersionVector,
+    /// The origins the peer last reported reaching it directly.
+    direct: BTreeSet<RegionId>,
+    /// Until then (Unix ms) everything is relayed in causal order.
+    strict_until: u64,
 }
 
 impl Outbound {
@@ -215,6 +266,7 @@ impl Outbound {
             peer,
             limits,
             sent: acked.clone(),
+            held: acked.clone(),
             acked,
             in_flight: VecDeque::new(),
             next_id: 1,
@@ -224,6 +276,9 @@ impl Outbound {
             other_path: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             stalled_until: None,
+            parks: false,
+            direct: BTreeSet::new(),
+            strict_until: 0,
         }
     }
 
@@ -240,6 +295,22 @@ impl Outbound {
     /// What has been put on the wire.
     pub fn sent(&self) -> &VersionVector {
         &self.sent
+    }
+
+    /// What the peer holds: [`Outbound::acked`] plus what it reported
+    /// parked (a peer that parks), which is not sent again.
+    pub fn held(&self) -> &VersionVector {
+        &self.held
+    }
+
+    /// True when `origin`'s entries are left out: the peer parks, and
+    /// reported that `origin`'s own link reaches it (see the module docs).
+    pub fn leaves_out(&self, origin: &RegionId, now_millis: u64) -> bool {
+        self.parks
+            && now_millis >= self.strict_until
+            && origin != &self.local
+            && origin != &self.peer
+            && self.direct.contains(origin)
     }
 
     /// Batches awaiting their ack.
@@ -264,19 +335,24 @@ impl Outbound {
     }
 
     /// A stream is up and the peer said what it has (its applied vector,
-    /// durable on its side) and whether it holds all of its own region's
-    /// entries; `head` is this node's. Sending restarts from there; returns
-    /// the acknowledged vector to persist if the handshake moved it.
+    /// durable on its side), whether it holds all of its own region's
+    /// entries and whether it parks; `head` is this node's. Sending
+    /// restarts from there; returns the acknowledged vector to persist if
+    /// the handshake moved it.
     pub fn on_connected(
         &mut self,
         peer_applied: &VersionVector,
         head: &VersionVector,
         peer_own_complete: bool,
+        peer_parks: bool,
     ) -> Option<VersionVector> {
         self.connected = true;
         self.in_flight.clear();
         self.other_path.clear();
         self.stalled_until = None;
+        self.parks = peer_parks;
+        self.direct.clear();
+        self.strict_until = 0;
         // What is here already is a backlog: never held.
         self.arrivals = head
             .iter()
@@ -292,15 +368,18 @@ impl Outbound {
         // it lost is sent again (joining would leave it without it).
         let before = std::mem::replace(&mut self.acked, peer_applied.clone());
         self.sent = self.acked.clone();
+        self.held = self.acked.clone();
         (self.acked != before).then(|| self.acked.clone())
     }
 
-    /// The stream went down: whatever was in flight will be resent.
+    /// The stream went down: whatever was in flight will be resent, and
+    /// what the peer held may be gone.
     pub fn on_disconnected(&mut self) {
         self.connected = false;
         self.in_flight.clear();
         self.stalled_until = None;
         self.sent = self.acked.clone();
+        self.held = self.acked.clone();
     }
 
     /// Stops or restarts shipping (operator `pause` / `resume`); batches in
@@ -323,6 +402,11 @@ impl Outbound {
         let mut upto = head.clone();
         if upto.get(&self.peer) > self.peer_own {
             upto.set(self.peer.clone(), self.peer_own);
+        }
+        for origin in &self.direct {
+            if self.leaves_out(origin, now_millis) && upto.get(origin) > self.sent.get(origin) {
+                upto.set(origin.clone(), self.sent.get(origin));
+            }
         }
         (!upto.dominated_by(&self.sent)).then(|| Read {
             upto,
@@ -351,9 +435,14 @@ impl Outbound {
         }
     }
 
-    /// Until when the relay `(origin, seq)` is held back, if it is.
+    /// Until when the relay `(origin, seq)` is held back, if it is (not
+    /// to a peer that parks: leaving out does better there).
     fn hold(&self, origin: &RegionId, seq: Seq, now_millis: u64) -> Option<u64> {
-        if origin == &self.local || origin == &self.peer || self.limits.relay_hold.is_zero() {
+        if origin == &self.local
+            || origin == &self.peer
+            || self.limits.relay_hold.is_zero()
+            || self.parks
+        {
             return None;
         }
         let hold = self.hold_millis();
@@ -369,8 +458,9 @@ impl Outbound {
     /// Packs entries read for [`Outbound::want`] (in HLC order) into the
     /// next batch, within the count and byte limits (always at least one
     /// entry); `size_of` gives an entry's encoded size. Entries the peer
-    /// was sent are skipped; entries held back (see the module docs) stay,
-    /// and so does the rest of their origin. `None` when nothing may leave.
+    /// was sent are skipped, and so are the origins left out; entries held
+    /// back (see the module docs) stay, and so does the rest of their
+    /// origin. `None` when nothing may leave.
     pub fn pack<E: Shippable>(
         &mut self,
         entries: Vec<E>,
@@ -384,16 +474,18 @@ impl Outbound {
         let mut stuck: BTreeSet<RegionId> = BTreeSet::new();
         let mut held_until: Option<u64> = None;
         let mut full = false;
+        // A peer that parks takes entries ahead of their dependencies.
+        let parking = self.parks && now_millis >= self.strict_until;
         for e in entries {
             let h = e.head();
             let next = sent.get(h.origin).next();
-            if h.seq < next || stuck.contains(h.origin) {
+            if h.seq < next || stuck.contains(h.origin) || self.leaves_out(h.origin, now_millis) {
                 continue;
             }
-            let deps_covered = h
-                .deps
-                .iter()
-                .all(|(o, s)| o == &self.peer || s <= sent.get(o));
+            let deps_covered = parking
+                || h.deps
+                    .iter()
+                    .all(|(o, s)| o == &self.peer || s <= sent.get(o));
             if h.seq != next || !deps_covered {
                 // Not contiguous with what was sent (the log was read from
                 // a stale vector), or depending on what stays behind.
@@ -429,24 +521,31 @@ impl Outbound {
         Some(Batch { id, entries: batch })
     }
 
-    /// Joins what the peer reported having into `acked` (and `sent`),
-    /// noting origins it got by another path. Returns the outcome's
-    /// figures; rewinding is the caller's.
-    fn learn(&mut self, applied: &VersionVector, now_millis: u64) -> AckOutcome {
+    /// Joins what the peer reported having into `acked` (and what it
+    /// holds into `held` and `sent`), noting origins it got by another
+    /// path. Returns the outcome's figures; rewinding is the caller's.
+    fn learn(&mut self, report: Report<'_>, now_millis: u64) -> AckOutcome {
+        let applied = report.applied;
         for (origin, seq) in applied.iter() {
             if origin != &self.local && origin != &self.peer && seq > self.sent.get(origin) {
                 self.other_path.insert(origin.clone(), now_millis);
             }
         }
         let before = self.acked.clone();
+        let held_before = self.held.clone();
         self.acked.join(applied);
+        self.held.join(&self.acked);
+        if let Some(holds) = report.holds {
+            self.held.join(&holds.held);
+            self.direct = holds.direct.iter().cloned().collect();
+        }
         let newly_acked = self.acked.records_ahead_of(&before);
         // What the peer has — also from other peers (relaying) — needs no
         // sending: without this, every entry reached a peer once per path
         // (two thirds of what receivers got were duplicates).
-        self.sent.join(&self.acked);
+        self.sent.join(&self.held);
         let moved = self.acked != before;
-        if moved {
+        if moved || self.held != held_before {
             // Held entries may be covered now, or their dependencies.
             self.stalled_until = None;
         }
@@ -457,19 +556,29 @@ impl Outbound {
         }
     }
 
-    /// The peer acknowledged batch `id` with its applied vector.
-    pub fn on_ack(&mut self, id: BatchId, applied: &VersionVector, now_millis: u64) -> AckOutcome {
-        let mut outcome = self.learn(applied, now_millis);
+    /// The peer acknowledged batch `id` with its applied vector (and, if
+    /// it parks, what it holds).
+    pub fn on_ack<'a>(
+        &mut self,
+        id: BatchId,
+        report: impl Into<Report<'a>>,
+        now_millis: u64,
+    ) -> AckOutcome {
+        let mut outcome = self.learn(report.into(), now_millis);
         let covered = self
             .in_flight
             .iter()
             .find(|b| b.id == id)
-            .is_none_or(|b| b.upto.dominated_by(applied));
+            .is_none_or(|b| b.upto.dominated_by(&self.held));
         outcome.rewound = !covered;
         if outcome.rewound {
             self.in_flight.clear();
             self.stalled_until = None;
-            self.sent = self.acked.clone();
+            self.sent = self.held.clone();
+            if self.parks {
+                let strict = u64::try_from(STRICT_AFTER_REWIND.as_millis()).unwrap_or(u64::MAX);
+                self.strict_until = now_millis.saturating_add(strict);
+            }
         } else {
             self.retire(Some(id));
         }
@@ -478,19 +587,23 @@ impl Outbound {
 
     /// The peer reported its applied vector between acks (it moved by
     /// other peers' batches or local writes): never a rewind.
-    pub fn on_progress(&mut self, applied: &VersionVector, now_millis: u64) -> AckOutcome {
-        let outcome = self.learn(applied, now_millis);
+    pub fn on_progress<'a>(
+        &mut self,
+        report: impl Into<Report<'a>>,
+        now_millis: u64,
+    ) -> AckOutcome {
+        let outcome = self.learn(report.into(), now_millis);
         self.retire(None);
         outcome
     }
 
     /// Drops batches in flight that are acknowledged: up to `id`, or
-    /// covered by `acked`.
+    /// covered by `held`.
     fn retire(&mut self, id: Option<BatchId>) {
         while self
             .in_flight
             .front()
-            .is_some_and(|b| id.is_some_and(|id| b.id <= id) || b.upto.dominated_by(&self.acked))
+            .is_some_and(|b| id.is_some_and(|id| b.id <= id) || b.upto.dominated_by(&self.held))
         {
             self.in_flight.pop_front();
         }
@@ -574,7 +687,7 @@ mod tests {
         let mut o = link(vv(&[("a", 1)]));
         let head = vv(&[("a", 3)]);
         assert_eq!(o.want(&head, NOW), None, "no stream, nothing to read");
-        let persist = o.on_connected(&vv(&[("a", 2), ("b", 7)]), &head, true);
+        let persist = o.on_connected(&vv(&[("a", 2), ("b", 7)]), &head, true, false);
         assert_eq!(
             persist,
             Some(vv(&[("a", 2), ("b", 7)])),
@@ -586,7 +699,7 @@ mod tests {
     #[test]
     fn what_the_peer_got_from_others_is_not_sent_again() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         let read = |from: u64| (from..=6).map(|s| e("a", s, s)).collect::<Vec<_>>();
         let b1 = o.pack(read(1), NOW, |_| 10).expect("batch");
         // The peer acks batch 1 with this node's entries up to 5, which it
@@ -604,7 +717,7 @@ mod tests {
     #[test]
     fn batches_respect_count_bytes_and_the_window() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         let head = vv(&[("a", 5)]);
         let entries = || (1..=5).map(|s| e("a", s, s)).collect::<Vec<_>>();
         let b1 = o.pack(entries(), NOW, |_| 10).expect("batch");
@@ -622,7 +735,7 @@ mod tests {
     #[test]
     fn an_ack_that_stops_short_rewinds_to_what_the_peer_has() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         let b1 = pack(&mut o, vec![e("a", 1, 1), e("c", 1, 2)], NOW).expect("batch");
         // The peer applied a:1 but refused c:1 (say, a missing dependency).
         let out = o.on_ack(b1.id, &vv(&[("a", 1)]), NOW);
@@ -636,7 +749,7 @@ mod tests {
     #[test]
     fn a_stale_read_stops_its_origin_at_the_first_gap_and_duplicates_are_skipped() {
         let mut o = link(vv(&[("a", 1)]));
-        o.on_connected(&vv(&[("a", 1)]), &VersionVector::new(), true);
+        o.on_connected(&vv(&[("a", 1)]), &VersionVector::new(), true, false);
         let b = pack(
             &mut o,
             vec![e("a", 1, 1), e("a", 2, 2), e("a", 4, 4), e("c", 1, 5)],
@@ -650,7 +763,7 @@ mod tests {
     #[test]
     fn acks_never_move_backwards_and_disconnect_resends_in_flight() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         let b1 = pack(&mut o, vec![e("a", 1, 1), e("a", 2, 2)], NOW).expect("batch");
         o.on_ack(b1.id, &vv(&[("a", 2)]), NOW);
         let out = o.on_ack(b1.id, &vv(&[("a", 1)]), NOW);
@@ -660,7 +773,7 @@ mod tests {
         o.on_disconnected();
         assert_eq!(o.sent(), &vv(&[("a", 2)]), "unacked entries will be resent");
         o.set_paused(true);
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         assert_eq!(o.want(&vv(&[("a", 3)]), NOW), None, "paused");
         o.set_paused(false);
         assert!(o.want(&vv(&[("a", 3)]), NOW).is_some());
@@ -669,7 +782,7 @@ mod tests {
     #[test]
     fn a_peer_that_lost_its_data_is_sent_it_again() {
         let mut o = link(vv(&[("a", 9), ("c", 4)]));
-        let persist = o.on_connected(&vv(&[("c", 1)]), &vv(&[("a", 9), ("c", 4)]), false);
+        let persist = o.on_connected(&vv(&[("c", 1)]), &vv(&[("a", 9), ("c", 4)]), false, false);
         assert_eq!(persist, Some(vv(&[("c", 1)])), "the welcome is what it has");
         let want = o.want(&vv(&[("a", 9), ("c", 4)]), NOW).expect("resend");
         assert_eq!(want.from, vv(&[("c", 1)]));
@@ -680,13 +793,13 @@ mod tests {
         // A peer that has all its own entries gets none of them back,
         // however many this node holds.
         let mut o = link(VersionVector::new());
-        o.on_connected(&vv(&[("b", 5)]), &vv(&[("b", 3)]), true);
+        o.on_connected(&vv(&[("b", 5)]), &vv(&[("b", 3)]), true, false);
         let head = vv(&[("a", 1), ("b", 9)]);
         assert_eq!(o.want(&head, NOW).map(|r| r.upto), Some(vv(&[("a", 1)])));
         assert_eq!(o.want(&vv(&[("b", 9)]), NOW), None);
         // A wiped peer bootstrapping gets back what this node has.
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &vv(&[("b", 3)]), false);
+        o.on_connected(&VersionVector::new(), &vv(&[("b", 3)]), false, false);
         let want = o
             .want(&vv(&[("b", 3)]), NOW)
             .expect("its lost entries go back");
@@ -700,7 +813,7 @@ mod tests {
     /// ack of a batch of `a:1` says it has `c:1..2` too.
     fn peer_gets_c_directly() -> Outbound {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         let b = pack(&mut o, vec![e("a", 1, 1)], NOW).expect("batch");
         o.on_ack(b.id, &vv(&[("a", 1), ("c", 2)]), NOW);
         o
@@ -709,7 +822,7 @@ mod tests {
     #[test]
     fn relays_leave_at_once_while_the_peer_shows_no_other_path() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         o.observe(&vv(&[("a", 1), ("c", 1)]), NOW);
         let b = pack(
             &mut o,
@@ -768,7 +881,7 @@ mod tests {
     #[test]
     fn what_was_here_on_connect_is_a_backlog_and_never_held() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &vv(&[("c", 5)]), true);
+        o.on_connected(&VersionVector::new(), &vv(&[("c", 5)]), true, false);
         o.observe(&vv(&[("c", 5)]), NOW);
         let b = pack(&mut o, vec![e("c", 1, 1)], NOW).expect("batch");
         o.on_ack(b.id, &vv(&[("c", 3)]), NOW);
@@ -799,7 +912,7 @@ mod tests {
     #[test]
     fn progress_acknowledges_and_retires_but_never_rewinds() {
         let mut o = link(VersionVector::new());
-        o.on_connected(&VersionVector::new(), &VersionVector::new(), true);
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
         pack(&mut o, vec![e("a", 1, 1)], NOW).expect("batch");
         let out = o.on_progress(&vv(&[("b", 4)]), NOW);
         assert_eq!((out.newly_acked, out.rewound), (4, false));
@@ -821,5 +934,113 @@ mod tests {
         .expect("batch");
         assert_eq!(b.entries.len(), 2);
         assert_eq!(o.wake_at(), None, "a:4 is read at once");
+    }
+
+    /// A link from `a` to `b`, which parks, reports `c` as direct and has
+    /// nothing yet.
+    fn to_a_peer_that_parks() -> Outbound {
+        let mut o = link(VersionVector::new());
+        o.on_connected(&VersionVector::new(), &VersionVector::new(), true, true);
+        let holds = Holds {
+            held: VersionVector::new(),
+            direct: vec![r("c")],
+        };
+        let report = Report {
+            applied: &VersionVector::new(),
+            holds: Some(&holds),
+        };
+        o.on_progress(report, NOW);
+        o
+    }
+
+    #[test]
+    fn to_a_peer_that_parks_its_direct_origins_are_left_out_and_own_entries_leave_at_once() {
+        let mut o = to_a_peer_that_parks();
+        assert!(o.leaves_out(&r("c"), NOW));
+        assert!(!o.leaves_out(&r("a"), NOW), "never this node's own");
+        let head = vv(&[("a", 1), ("c", 3)]);
+        let want = o.want(&head, NOW).expect("a:1 to send");
+        assert_eq!(want.upto, vv(&[("a", 1)]), "c is not even read");
+        // Read anyway (a stale read): c's entries are skipped, and a:1
+        // leaves although it depends on c:3, which this link never sent.
+        let b = pack(
+            &mut o,
+            vec![e("c", 1, 1), e("c", 2, 2), e_deps("a", 1, 3, &[("c", 2)])],
+            NOW,
+        )
+        .expect("batch");
+        assert_eq!(seqs(&b), [("a".to_owned(), 1)]);
+        // Without parking, a:1 waits for c's entries, which are relayed.
+        let mut strict = link(VersionVector::new());
+        strict.on_connected(&VersionVector::new(), &VersionVector::new(), true, false);
+        let b = pack(&mut strict, vec![e_deps("a", 1, 3, &[("c", 2)])], NOW);
+        assert!(b.is_none(), "a:1 cannot leave before c:1..2");
+    }
+
+    #[test]
+    fn what_the_peer_holds_is_not_resent_and_a_rewind_stops_there() {
+        let mut o = to_a_peer_that_parks();
+        let b1 = pack(&mut o, vec![e_deps("a", 1, 1, &[("c", 2)])], NOW).expect("b1");
+        let b2 = pack(&mut o, vec![e_deps("a", 2, 2, &[("c", 2)])], NOW).expect("b2");
+        // b1 is parked there: held, not applied. It retires, and nothing
+        // is persisted.
+        let holds = Holds {
+            held: vv(&[("a", 1)]),
+            direct: vec![r("c")],
+        };
+        let report = Report {
+            applied: &VersionVector::new(),
+            holds: Some(&holds),
+        };
+        let out = o.on_ack(b1.id, report, NOW);
+        assert_eq!((out.rewound, out.persist), (false, None));
+        assert_eq!(o.in_flight(), 1);
+        assert_eq!(o.held(), &vv(&[("a", 1)]));
+        assert_eq!(o.acked(), &VersionVector::new(), "held is not acknowledged");
+        // b2 is refused (the peer's park is full): the link resends from
+        // what it holds, and relays everything in causal order for a while.
+        let out = o.on_ack(b2.id, report, NOW);
+        assert!(out.rewound);
+        assert_eq!(o.sent(), &vv(&[("a", 1)]));
+        assert!(!o.leaves_out(&r("c"), NOW + 1));
+        let strict_ms = u64::try_from(STRICT_AFTER_REWIND.as_millis()).expect("ms");
+        let head = vv(&[("a", 2), ("c", 2)]);
+        assert_eq!(o.want(&head, NOW + 1).map(|w| w.upto), Some(head.clone()));
+        let b = pack(
+            &mut o,
+            vec![e("c", 1, 1), e("c", 2, 2), e_deps("a", 2, 3, &[("c", 2)])],
+            NOW + 1,
+        )
+        .expect("batch");
+        assert_eq!(b.entries.len(), 2, "c:1..2 first, within the count limit");
+        assert!(
+            o.leaves_out(&r("c"), NOW + strict_ms),
+            "then left out again"
+        );
+    }
+
+    #[test]
+    fn an_origin_the_peer_no_longer_reports_direct_is_relayed_from_what_it_holds() {
+        let mut o = to_a_peer_that_parks();
+        let holds = Holds {
+            held: vv(&[("c", 4)]),
+            direct: Vec::new(),
+        };
+        let applied = vv(&[("c", 2)]);
+        o.on_progress(
+            Report {
+                applied: &applied,
+                holds: Some(&holds),
+            },
+            NOW,
+        );
+        assert!(!o.leaves_out(&r("c"), NOW));
+        let want = o.want(&vv(&[("c", 6)]), NOW).expect("c to relay");
+        assert_eq!(want.from, vv(&[("c", 4)]), "c:3..4 are held there");
+        // A reconnect forgets what the peer held: it may have restarted.
+        o.on_disconnected();
+        o.on_connected(&applied, &VersionVector::new(), true, true);
+        assert_eq!(o.held(), &applied);
+        assert!(!o.leaves_out(&r("c"), NOW), "no report yet on this stream");
     }
 }

@@ -71,7 +71,14 @@ pub struct InboundFacts {
     pub batches: u64,
     /// When the last message came (ms).
     pub last_message_millis: Option<u64>,
+    /// When a batch of its last applied or parked an entry (ms).
+    pub delivered_millis: Option<u64>,
 }
+
+/// How long a peer's stream may deliver nothing while this node is behind
+/// the head the peer announced, and still count as a direct path for the
+/// peer's own entries (see [`Core::direct_origins`]).
+pub const DIRECT_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether local writes may start: a node that started on an empty data
 /// dir with peers configured may be a wiped node whose region's entries
@@ -101,6 +108,8 @@ pub struct Core {
     pub writer: Writer,
     /// The applied vector, as of the last durable commit.
     pub head: watch::Receiver<VersionVector>,
+    /// What the log holds: applied plus parked (see [`super::writer::Held`]).
+    pub held: watch::Receiver<super::writer::Held>,
     /// Configured peers.
     pub links: BTreeMap<RegionId, Arc<Link>>,
     /// Inbound streams, by sending region.
@@ -140,6 +149,26 @@ impl Core {
     /// This region.
     pub fn region(&self) -> &RegionId {
         &self.config.region
+    }
+
+    /// The peers whose own entries reach this node over their own open
+    /// stream and keep coming: this node has all the peer announced, or
+    /// the stream delivered within [`DIRECT_QUIET`]. Other senders need not
+    /// relay these origins to a node that parks.
+    pub fn direct_origins(&self) -> Vec<RegionId> {
+        let applied = self.head.borrow().clone();
+        let now = now_millis();
+        let quiet = u64::try_from(DIRECT_QUIET.as_millis()).unwrap_or(u64::MAX);
+        lock(&self.inbound)
+            .iter()
+            .filter(|(peer, f)| {
+                f.connected
+                    && (applied.get(peer) >= f.head.get(peer)
+                        || f.delivered_millis
+                            .is_some_and(|at| now.saturating_sub(at) <= quiet))
+            })
+            .map(|(peer, _)| peer.clone())
+            .collect()
     }
 
     /// The HLC of log entry `(origin, seq)`, if it is in the log.

@@ -24,7 +24,7 @@ use super::core::{Core, InboundFacts, lock, now_millis};
 use super::writer::Applied;
 use std::time::Duration;
 
-use crate::link::{BatchId, PenaltyBox};
+use crate::link::{BatchId, Holds, PenaltyBox};
 use crate::wire::{
     AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, WireProgress,
     batch_from_wire_lacking, snapshot_from_wire,
@@ -234,6 +234,7 @@ impl PeerService {
         mut queued: mpsc::Receiver<(BatchId, oneshot::Receiver<Result<Applied, StoreError>>)>,
         acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
         progress: bool,
+        epoch: u64,
     ) {
         let mut head = self.core.head.clone();
         // What the sender was last told: the welcome's vector, then each
@@ -247,7 +248,7 @@ impl PeerService {
                 biased;
                 next = queued.recv() => {
                     let Some((id, applied)) = next else { return };
-                    let Some((applied, message)) = self.acked(&peer, id, applied, &acks).await else {
+                    let Some((applied, message)) = self.acked(&peer, id, applied, &acks, epoch).await else {
                         return;
                     };
                     told = applied;
@@ -268,9 +269,20 @@ impl PeerService {
                     if !now.iter().any(|(o, s)| o != &peer && s > told.get(o)) {
                         continue;
                     }
+                    let holds = match self.holds(epoch) {
+                        Ok(holds) => holds,
+                        Err(status) => {
+                            let _ = acks.send(Err(status)).await;
+                            return;
+                        }
+                    };
                     told = now.clone();
                     last_report = tokio::time::Instant::now();
-                    let report = WireProgress { applied: now, hlc: Hlc::new(now_millis(), 0) };
+                    let report = WireProgress {
+                        applied: now,
+                        hlc: Hlc::new(now_millis(), 0),
+                        holds,
+                    };
                     pb::ReceiverMessage {
                         body: Some(ReceiverBody::Progress(report.to_wire())),
                     }
@@ -290,6 +302,7 @@ impl PeerService {
         id: BatchId,
         applied: oneshot::Receiver<Result<Applied, StoreError>>,
         acks: &mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
+        epoch: u64,
     ) -> Option<(VersionVector, pb::ReceiverMessage)> {
         let metrics = &self.core.metrics;
         let peer_label = [peer.as_str()];
@@ -316,6 +329,13 @@ impl PeerService {
             .duplicates
             .with_label_values(&peer_label)
             .inc_by(report.duplicates as u64);
+        metrics
+            .entries_parked
+            .with_label_values(&peer_label)
+            .inc_by(report.parked as u64);
+        if report.applied + report.parked > 0 {
+            self.note(peer, |f| f.delivered_millis = Some(now_millis()));
+        }
         self.core.log_moved();
         let stop = report.stopped.as_ref().map(AckStop::from);
         if let Some(stop) = &stop {
@@ -330,7 +350,35 @@ impl PeerService {
                 .inc();
             tracing::info!(?stop, "batch applied in part");
         }
-        Some((applied.clone(), ack(id, applied, stop)))
+        let holds = match self.holds(epoch) {
+            Ok(holds) => holds,
+            Err(status) => {
+                let _ = acks.send(Err(status)).await;
+                return None;
+            }
+        };
+        Some((applied.clone(), ack(id, applied, stop, holds)))
+    }
+
+    /// What an ack or progress report says beside the applied vector when
+    /// this node parks: what it holds and which peers reach it directly.
+    /// An error when entries held since the stream's welcome (`epoch`)
+    /// were dropped: the stream must end, so the sender resends from the
+    /// next welcome.
+    fn holds(&self, epoch: u64) -> Result<Option<Holds>, Status> {
+        if self.core.config.shipping.park_max_entries == 0 {
+            return Ok(None);
+        }
+        let held = self.core.held.borrow().clone();
+        if held.epoch != epoch {
+            return Err(Status::unavailable(
+                "entries this node held for the stream were dropped after a failed commit; reconnect and resend",
+            ));
+        }
+        Ok(Some(Holds {
+            held: held.vector,
+            direct: self.core.direct_origins(),
+        }))
     }
 
     /// Serves one admitted stream until it ends or fails.
@@ -341,6 +389,7 @@ impl PeerService {
         mut messages: Streaming<pb::ShipMessage>,
         acks: mpsc::Sender<Result<pb::ReceiverMessage, Status>>,
         progress: bool,
+        epoch: u64,
     ) {
         let max_entries = self.core.config.shipping.batch_max_entries;
         let metrics = &self.core.metrics;
@@ -351,6 +400,7 @@ impl PeerService {
             queued,
             acks.clone(),
             progress,
+            epoch,
         ));
         let result: Result<(), Status> = async {
             let mut shutdown = self.core.shutdown.clone();
@@ -435,7 +485,7 @@ impl PeerService {
                             tracing::info!(applied = ?applied, "snapshot installed");
                             self.core.log_moved();
                             // A snapshot's last chunk is acked as batch 0.
-                            let msg = ack(BatchId(0), applied, None);
+                            let msg = ack(BatchId(0), applied, None, None);
                             if acks.send(Ok(msg)).await.is_err() {
                                 return Ok(());
                             }
@@ -479,13 +529,20 @@ impl PeerService {
     }
 }
 
-/// The ack of batch `id`: the applied vector after it, durable.
-fn ack(id: BatchId, applied: VersionVector, stop: Option<AckStop>) -> pb::ReceiverMessage {
+/// The ack of batch `id`: the applied vector after it, durable (and, from
+/// a node that parks, what it holds).
+fn ack(
+    id: BatchId,
+    applied: VersionVector,
+    stop: Option<AckStop>,
+    holds: Option<Holds>,
+) -> pb::ReceiverMessage {
     let ack = WireAck {
         batch_id: id,
         applied,
         stop,
         hlc: Hlc::new(now_millis(), 0),
+        holds,
     };
     pb::ReceiverMessage {
         body: Some(ReceiverBody::Ack(ack.to_wire())),
@@ -543,7 +600,9 @@ impl Peer for SharedPeerService {
             protocol_version: PROTOCOL_VERSION,
             applied: service.core.head.borrow().clone(),
             own_entries_complete: !lock(&service.core.bootstrap).waiting,
+            parks: service.core.config.shipping.park_max_entries > 0,
         };
+        let epoch = service.core.held.borrow().epoch;
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
             .send(Ok(pb::ReceiverMessage {
@@ -554,7 +613,7 @@ impl Peer for SharedPeerService {
         let span = tracing::info_span!("inbound", region = %service.core.region(), peer = %peer);
         tokio::spawn(
             Arc::clone(service)
-                .serve(peer, who, messages, tx, hello.accepts_progress)
+                .serve(peer, who, messages, tx, hello.accepts_progress, epoch)
                 .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub entries_applied: IntCounterVec,
     /// Entries received that were already applied (idempotent apply).
     pub duplicates: IntCounterVec,
+    /// Entries received ahead of their dependencies and parked.
+    pub entries_parked: IntCounterVec,
+    /// Entries parked now, waiting for their dependencies.
+    pub parked_entries: IntGauge,
     /// Batches a receiver applied only in part, by reason.
     pub apply_stops: IntCounterVec,
     /// Shipping streams refused, by reason (`penalty`: a peer serving a
@@ -194,7 +198,22 @@ impl Metrics {
         registry
             .register(Box::new(item_cache_bytes.clone()))
             .expect("metric");
+        let parked_entries = IntGauge::new(
+            "parked_entries",
+            "Received entries kept in memory until their dependencies are applied",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(parked_entries.clone()))
+            .expect("metric");
         Self {
+            entries_parked: counter(
+                &registry,
+                "parked_entries_total",
+                "Entries received from the peer ahead of their dependencies, parked",
+                peer,
+            ),
+            parked_entries,
             item_cache_lookups: counter(
                 &registry,
                 "item_cache_lookups_total",

@@ -40,7 +40,7 @@ use tributary_proto::v1::peer_server::PeerServer;
 pub use self::core::{Core, LagDoc, lock, now_millis};
 use self::core::{Link, LinkState};
 pub use self::metrics::Metrics;
-use self::writer::Writer;
+use self::writer::{Held, Published, Writer};
 use crate::config::NodeConfig;
 use crate::link::{CircuitBreaker, Outbound, Rate};
 
@@ -73,15 +73,24 @@ impl RunningNode {
             RocksStore::open(RocksOptions::new(config.data_dir.clone(), durability))
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
         );
-        let log = Log::open(Arc::clone(&store), log_config, SystemClock)?;
+        let mut log = Log::open(Arc::clone(&store), log_config, SystemClock)?;
+        log.park_up_to(config.shipping.park_max_entries);
         let fresh = log.applied().is_empty()
             && store.scan_items(None, None, 1)?.is_empty()
             && !config.peers.is_empty();
         let metrics = Metrics::new();
         let (head_tx, head_rx) = watch::channel(log.applied().clone());
+        let (held_tx, held_rx) = watch::channel(Held {
+            vector: log.held(),
+            epoch: log.park_epoch(),
+        });
         let group = (durability == tributary_engine::store::Durability::Buffered)
             .then_some(config.storage.group_commit_interval);
-        let (writer, writer_thread) = Writer::start(log, group, head_tx, metrics.clone())?;
+        let published = Published {
+            head: head_tx,
+            held: held_tx,
+        };
+        let (writer, writer_thread) = Writer::start(log, group, published, metrics.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut links = BTreeMap::new();
         for peer in &config.peers {
@@ -136,6 +145,7 @@ impl RunningNode {
             store,
             writer,
             head: head_rx,
+            held: held_rx,
             links,
             inbound: Mutex::new(BTreeMap::new()),
             metrics: metrics.clone(),

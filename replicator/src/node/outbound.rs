@@ -27,7 +27,7 @@ use tributary_proto::v1::receiver_message::Body as ReceiverBody;
 use tributary_proto::v1::ship_message::Body as ShipBody;
 
 use super::core::{Core, Link, lock, now_millis};
-use crate::link::{Backoff, BatchId, EntryHead, Shippable};
+use crate::link::{Backoff, BatchId, EntryHead, Report, Shippable};
 use crate::wire::{
     AckStop, FromWire, Hello, PROTOCOL_VERSION, ToWire, Welcome, WireAck, WireProgress,
     encoded_entry_to_wire, snapshot_to_wire,
@@ -197,7 +197,12 @@ async fn connect_and_ship(
         }
         if let Some(acked) =
             s.outbound
-                .on_connected(&peer_applied, &head, welcome.own_entries_complete)
+                .on_connected(
+                    &peer_applied,
+                    &head,
+                    welcome.own_entries_complete,
+                    welcome.parks,
+                )
         {
             core.store.set_acked(peer, &acked)?;
         }
@@ -456,8 +461,21 @@ fn on_ack(core: &Core, peer: &RegionId, link: &Link, reply: Reply<'_>) -> anyhow
     let outcome = {
         let mut s = lock(&link.state);
         let outcome = match reply {
-            Reply::Ack(ack) => s.outbound.on_ack(ack.batch_id, &ack.applied, now),
-            Reply::Progress(p) => s.outbound.on_progress(&p.applied, now),
+            Reply::Ack(ack) => s.outbound.on_ack(
+                ack.batch_id,
+                Report {
+                    applied: &ack.applied,
+                    holds: ack.holds.as_ref(),
+                },
+                now,
+            ),
+            Reply::Progress(p) => s.outbound.on_progress(
+                Report {
+                    applied: &p.applied,
+                    holds: p.holds.as_ref(),
+                },
+                now,
+            ),
         };
         s.last_ack_millis = Some(now);
         s.rate.record(now, outcome.newly_acked);
@@ -474,7 +492,7 @@ fn on_ack(core: &Core, peer: &RegionId, link: &Link, reply: Reply<'_>) -> anyhow
         core.store.set_acked(peer, acked)?;
     }
     if let (true, Reply::Ack(ack)) = (outcome.rewound, reply) {
-        tracing::info!(stop = ?ack.stop, "peer applied a batch in part; resending from its applied vector");
+        tracing::info!(stop = ?ack.stop, "peer applied a batch in part; resending from what it holds");
     }
     Ok(())
 }

@@ -33,6 +33,25 @@ pub type NodeLog = Log<Arc<RocksStore>, SystemClock>;
 /// A remote batch's result: the report and the applied vector after it.
 pub type Applied = (ApplyReport, VersionVector);
 
+/// What the log holds (see [`Log::held`]): the applied vector plus the
+/// parked entries, and the epoch that moves when parked entries are lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// The applied vector joined with what is parked.
+    pub vector: VersionVector,
+    /// [`Log::park_epoch`].
+    pub epoch: u64,
+}
+
+/// Where the writer publishes what it applied and what it holds, after
+/// each round.
+pub struct Published {
+    /// The applied vector (the links read up to it).
+    pub head: watch::Sender<VersionVector>,
+    /// What is held (the receivers report it).
+    pub held: watch::Sender<Held>,
+}
+
 /// Where a local write's outcome goes, once durable.
 type IngestReply = oneshot::Sender<Result<IngestReport, StoreError>>;
 
@@ -99,14 +118,14 @@ impl Writer {
     pub fn start(
         log: NodeLog,
         group_interval: Option<Duration>,
-        head: watch::Sender<VersionVector>,
+        published: Published,
         metrics: Metrics,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (jobs, rx) = crossbeam_channel::unbounded();
         let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || run(log, &rx, group_interval, &head, &m))?;
+            .spawn(move || run(log, &rx, group_interval, &published, &m))?;
         Ok((Self { jobs, metrics }, thread))
     }
 
@@ -171,7 +190,7 @@ fn run(
     mut log: NodeLog,
     rx: &Receiver<Job>,
     group_interval: Option<Duration>,
-    head: &watch::Sender<VersionVector>,
+    published: &Published,
     metrics: &Metrics,
 ) {
     let buffered = log.store().durability() == Durability::Buffered;
@@ -250,13 +269,10 @@ fn run(
         if let Err(e) = &synced {
             tracing::error!(error = %e, "fsync of the log failed; writes of this round are refused");
         }
-        head.send_if_modified(|h| {
-            let moved = h != log.applied();
-            if moved {
-                *h = log.applied().clone();
-            }
-            moved
-        });
+        publish(&log, published);
+        metrics
+            .parked_entries
+            .set(i64::try_from(log.parked()).unwrap_or(i64::MAX));
         let elapsed = started.elapsed().as_secs_f64();
         let cache = log.item_cache_stats();
         let lookups = &metrics.item_cache_lookups;
@@ -284,6 +300,28 @@ fn run(
     if let Err(e) = log.sync() {
         tracing::error!(error = %e, "final fsync of the log failed");
     }
+}
+
+/// Publishes the applied and held vectors, where they moved.
+fn publish(log: &NodeLog, published: &Published) {
+    published.head.send_if_modified(|h| {
+        let moved = h != log.applied();
+        if moved {
+            *h = log.applied().clone();
+        }
+        moved
+    });
+    published.held.send_if_modified(|h| {
+        let held = Held {
+            vector: log.held(),
+            epoch: log.park_epoch(),
+        };
+        let moved = *h != held;
+        if moved {
+            *h = held;
+        }
+        moved
+    });
 }
 
 /// Local writes that queued one behind another, committed as one

@@ -9,7 +9,7 @@ use tributary_proto::v1::stop::Reason;
 
 use super::entry::{region_from_wire, seq_from_wire, vector_from_wire};
 use super::{FromWire, ToWire, WireError};
-use crate::link::BatchId;
+use crate::link::{BatchId, Holds};
 
 /// The longest `detail` kept from a received stop, in bytes: it is only
 /// logged, and a peer must not be able to fill the logs.
@@ -159,17 +159,58 @@ pub struct WireAck {
     pub stop: Option<AckStop>,
     /// The receiver's HLC when it acknowledged.
     pub hlc: Hlc,
+    /// From a receiver that parks: what it holds and who reaches it
+    /// directly.
+    pub holds: Option<Holds>,
+}
+
+/// The wire fields of an ack's or progress report's holds.
+fn holds_to_wire(holds: Option<&Holds>) -> (Option<pb::VersionVector>, Vec<String>) {
+    match holds {
+        Some(h) => (
+            Some(h.held.to_wire()),
+            h.direct.iter().map(|r| r.as_str().to_owned()).collect(),
+        ),
+        None => (None, Vec::new()),
+    }
+}
+
+/// `None` when the message carries no held vector (a receiver that does
+/// not park); a held vector below `applied` is refused.
+fn holds_from_wire(
+    held: Option<pb::VersionVector>,
+    direct: Vec<String>,
+    applied: &VersionVector,
+    at: &str,
+) -> Result<Option<Holds>, WireError> {
+    let Some(held) = held else {
+        return Ok(None);
+    };
+    let held = vector_from_wire(Some(held), &format!("{at}.held"))?;
+    if !applied.dominated_by(&held) {
+        return Err(WireError::HeldBelowApplied {
+            field: format!("{at}.held"),
+        });
+    }
+    let direct = direct
+        .iter()
+        .map(|r| region_from_wire(r, || format!("{at}.direct")))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Holds { held, direct }))
 }
 
 impl ToWire for WireAck {
     type Wire = pb::Ack;
 
     fn to_wire(&self) -> pb::Ack {
+        let (held, direct) = holds_to_wire(self.holds.as_ref());
         pb::Ack {
             batch_id: self.batch_id.0,
             applied: Some(self.applied.to_wire()),
             stop: self.stop.as_ref().map(ToWire::to_wire),
             hlc: self.hlc.0,
+            held,
+            direct,
         }
     }
 }
@@ -178,14 +219,16 @@ impl FromWire for WireAck {
     type Wire = pb::Ack;
 
     fn from_wire(wire: pb::Ack) -> Result<Self, WireError> {
+        let applied = vector_from_wire(wire.applied, "ack.applied")?;
         Ok(WireAck {
             batch_id: BatchId(wire.batch_id),
-            applied: vector_from_wire(wire.applied, "ack.applied")?,
             stop: wire
                 .stop
                 .map(|stop| stop_from_wire(stop, "ack.stop"))
                 .transpose()?,
             hlc: Hlc(wire.hlc),
+            holds: holds_from_wire(wire.held, wire.direct, &applied, "ack")?,
+            applied,
         })
     }
 }
@@ -198,15 +241,20 @@ pub struct WireProgress {
     pub applied: VersionVector,
     /// The receiver's HLC when it reported.
     pub hlc: Hlc,
+    /// As in [`WireAck::holds`].
+    pub holds: Option<Holds>,
 }
 
 impl ToWire for WireProgress {
     type Wire = pb::Progress;
 
     fn to_wire(&self) -> pb::Progress {
+        let (held, direct) = holds_to_wire(self.holds.as_ref());
         pb::Progress {
             applied: Some(self.applied.to_wire()),
             hlc: self.hlc.0,
+            held,
+            direct,
         }
     }
 }
@@ -215,9 +263,11 @@ impl FromWire for WireProgress {
     type Wire = pb::Progress;
 
     fn from_wire(wire: pb::Progress) -> Result<Self, WireError> {
+        let applied = vector_from_wire(wire.applied, "progress.applied")?;
         Ok(WireProgress {
-            applied: vector_from_wire(wire.applied, "progress.applied")?,
             hlc: Hlc(wire.hlc),
+            holds: holds_from_wire(wire.held, wire.direct, &applied, "progress")?,
+            applied,
         })
     }
 }

@@ -81,6 +81,12 @@ pub enum WireError {
         /// The receiver's limit.
         max: usize,
     },
+    /// A reported vector is below the applied vector it comes with.
+    #[error("message refused: {field} is below the applied vector it comes with")]
+    HeldBelowApplied {
+        /// The field.
+        field: String,
+    },
 }
 
 impl WireError {
@@ -94,7 +100,8 @@ impl WireError {
             | WireError::Key { field, .. }
             | WireError::Delta { field, .. }
             | WireError::UnknownEnum { field, .. }
-            | WireError::BatchTooLarge { field, .. } => field,
+            | WireError::BatchTooLarge { field, .. }
+            | WireError::HeldBelowApplied { field } => field,
         }
     }
 }

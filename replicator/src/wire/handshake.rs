@@ -44,6 +44,9 @@ pub struct Welcome {
     /// The receiver holds every entry of its own region (it is not a wiped
     /// node bootstrapping), so the sender need not send them back.
     pub own_entries_complete: bool,
+    /// The receiver parks entries that arrive ahead of their dependencies
+    /// and reports [`super::Holds`] in its acks and progress reports.
+    pub parks: bool,
 }
 
 /// The fields Hello and Welcome share, validated; `at` names the message.
@@ -111,6 +114,7 @@ impl ToWire for Welcome {
             protocol_version: self.protocol_version,
             applied: Some(self.applied.to_wire()),
             own_entries_complete: self.own_entries_complete,
+            parks: self.parks,
         }
     }
 }
@@ -127,6 +131,7 @@ impl FromWire for Welcome {
             protocol_version,
             applied: vector_from_wire(wire.applied, "welcome.applied")?,
             own_entries_complete: wire.own_entries_complete,
+            parks: wire.parks,
         })
     }
 }

@@ -15,7 +15,7 @@ use tributary_proto::v1 as pb;
 
 use super::*;
 use crate::config::ClusterName;
-use crate::link::{Batch, BatchId};
+use crate::link::{Batch, BatchId, Holds};
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -345,6 +345,7 @@ fn hello_and_welcome_round_trip() {
         protocol_version: PROTOCOL_VERSION,
         applied: vector(&[("us-east-1", 12)]),
         own_entries_complete: true,
+        parks: true,
     };
     assert_eq!(Welcome::from_wire(w.to_wire()).expect("decode"), w);
 }
@@ -374,6 +375,7 @@ fn hello_refusals_name_the_field() {
         protocol_version: PROTOCOL_VERSION,
         applied: VersionVector::new(),
         own_entries_complete: false,
+        parks: false,
     }
     .to_wire();
     wire.region.clear();
@@ -390,6 +392,7 @@ fn ack(stop: Option<AckStop>) -> WireAck {
         applied: vector(&[("us-east-1", 41)]),
         stop,
         hlc: Hlc::new(NOW, 3),
+        holds: None,
     }
 }
 
@@ -398,6 +401,7 @@ fn progress_round_trips_and_a_bad_vector_is_refused() {
     let p = WireProgress {
         applied: vector(&[("us-east-1", 41), ("ap-south-1", 7)]),
         hlc: Hlc::new(NOW, 1),
+        holds: None,
     };
     let bytes = p.to_wire().encode_to_vec();
     let decoded = pb::Progress::decode(bytes.as_slice()).expect("protobuf");
@@ -412,6 +416,38 @@ fn progress_round_trips_and_a_bad_vector_is_refused() {
         "{}",
         err.field()
     );
+}
+
+#[test]
+fn holds_round_trip_and_a_held_vector_below_applied_is_refused() {
+    let holds = Holds {
+        held: vector(&[("us-east-1", 45), ("ap-south-1", 2)]),
+        direct: vec![region("ap-south-1")],
+    };
+    let a = WireAck {
+        holds: Some(holds.clone()),
+        ..ack(None)
+    };
+    assert_eq!(WireAck::from_wire(a.to_wire()).expect("decode"), a);
+    let p = WireProgress {
+        applied: vector(&[("us-east-1", 41)]),
+        hlc: Hlc::new(NOW, 1),
+        holds: Some(holds),
+    };
+    assert_eq!(WireProgress::from_wire(p.to_wire()).expect("decode"), p);
+    // Without a held vector (a receiver that does not park): no holds,
+    // whatever else the message says.
+    let mut wire = a.to_wire();
+    wire.held = None;
+    assert_eq!(WireAck::from_wire(wire).expect("decode").holds, None);
+    let mut wire = a.to_wire();
+    wire.held = Some(vector(&[("us-east-1", 40)]).to_wire());
+    let err = WireAck::from_wire(wire).expect_err("refused");
+    assert_eq!(err.field(), "ack.held");
+    let mut wire = p.to_wire();
+    wire.direct = vec!["not a region!".into()];
+    let err = WireProgress::from_wire(wire).expect_err("refused");
+    assert_eq!(err.field(), "progress.direct");
 }
 
 #[test]

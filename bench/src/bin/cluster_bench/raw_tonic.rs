@@ -63,12 +63,15 @@ impl Peer for AckingPeer {
             while let Ok(Some(m)) = messages.message().await {
                 if let Some(ShipBody::Batch(b)) = m.body {
                     applied += b.entries.len() as u64;
-                    // An ack as the node sends it: the applied vector.
+                    // An ack as a node that parks sends it: the applied
+                    // vector, the same as held, and one direct region.
                     let ack = pb::Ack {
                         batch_id: b.id,
                         applied: Some(vector(applied)),
                         stop: None,
                         hlc: 0,
+                        held: Some(vector(applied)),
+                        direct: vec!["ap-south-1".to_owned()],
                     };
                     let msg = pb::ReceiverMessage {
                         body: Some(ReceiverBody::Ack(ack)),

@@ -45,9 +45,8 @@ const TICK_MS: u64 = 10;
 const EPOCH_MS: u64 = 1_750_000_000_000;
 /// The logs' item cache budget: small, so runs evict as well as hit.
 const SIM_ITEM_CACHE_BYTES: usize = 16 * 1024;
-/// How long a peer's stream may deliver nothing, while the receiver is
-/// behind what the peer announced, and still count as direct (the node's
-/// `DIRECT_QUIET`), in ticks.
+/// How long a peer's stream may bring no entries and still count as
+/// direct (the node's `DIRECT_QUIET`), in ticks.
 const DIRECT_QUIET_TICKS: u64 = 100;
 
 /// Knobs of one run.
@@ -188,8 +187,8 @@ enum Body {
     Hello,
     /// The receiver's durable applied vector, and whether it parks.
     Welcome(VersionVector, bool),
-    /// Entries to apply, and the sender's head (what a heartbeat says).
-    Batch(BatchId, Vec<LogEntry>, VersionVector),
+    /// Entries to apply.
+    Batch(BatchId, Vec<LogEntry>),
     /// The receiver's durable applied vector after a batch (and what it
     /// holds, if it parks).
     Ack(BatchId, VersionVector, Option<Holds>),
@@ -243,9 +242,8 @@ struct Region {
     /// Per peer, the newest connection a hello opened here: an older
     /// hello arriving late opens nothing (its stream is gone).
     newest_hello: BTreeMap<usize, u64>,
-    /// Per peer, its own seq it last announced and the last tick a batch
-    /// of it applied or parked something here.
-    delivered: BTreeMap<usize, (Seq, u64)>,
+    /// Per peer, the last tick its stream brought entries.
+    delivered: BTreeMap<usize, u64>,
 }
 
 /// One kind of workload operation.
@@ -701,8 +699,8 @@ impl Sim {
 
     /// What region `r` reports beside its applied vector when it parks:
     /// what it holds, and the peers whose own entries reach it directly —
-    /// an open stream that delivered lately or whose announced head it
-    /// has (as the node's `Core::direct_origins`).
+    /// an open stream that brought entries lately (as the node's
+    /// `Core::direct_origins`).
     fn holds(&self, r: usize) -> Option<Holds> {
         let region = &self.regions[r];
         if self.cfg.park_max == 0 {
@@ -712,10 +710,10 @@ impl Sim {
             .inbound
             .keys()
             .filter(|p| {
-                region.delivered.get(p).is_some_and(|(announced, at)| {
-                    self.tick.saturating_sub(*at) <= DIRECT_QUIET_TICKS
-                        || region.durable.get(&region_name(**p)) >= *announced
-                })
+                region
+                    .delivered
+                    .get(p)
+                    .is_some_and(|at| self.tick.saturating_sub(*at) <= DIRECT_QUIET_TICKS)
             })
             .map(|p| region_name(*p))
             .collect();
@@ -875,7 +873,7 @@ impl Sim {
                             let Some(batch) = link.outbound.pack(entries, now, |_| 1) else {
                                 break;
                             };
-                            let body = Body::Batch(batch.id, batch.entries, head.clone());
+                            let body = Body::Batch(batch.id, batch.entries);
                             let order = self.order;
                             self.order += 1;
                             // One stream: batches arrive in the order sent.
@@ -946,7 +944,7 @@ impl Sim {
                         link.phase = LinkPhase::Up(m.epoch);
                     }
                 }
-                Body::Batch(id, entries, sender_head) => {
+                Body::Batch(id, entries) => {
                     // Only on the stream the receiver has open with the
                     // sender (a newer hello closed older ones).
                     if self.regions[m.to].inbound.get(&m.from) != Some(&m.epoch) {
@@ -958,11 +956,8 @@ impl Sim {
                         entries.iter().filter(|e| e.origin == region_to.id).count() as u64;
                     let report = region_to.log.apply_remote(&entries).expect("apply");
                     self.entries_duplicate += report.duplicates as u64;
-                    let announced = sender_head.get(&region_name(m.from));
-                    let delivered = region_to.delivered.entry(m.from).or_insert((announced, 0));
-                    delivered.0 = announced;
-                    if report.applied + report.parked > 0 {
-                        delivered.1 = tick;
+                    if !entries.is_empty() {
+                        region_to.delivered.insert(m.from, tick);
                     }
                     region_to.pending_acks.push((m.from, m.epoch, id));
                 }

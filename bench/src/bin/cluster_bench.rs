@@ -25,7 +25,7 @@
 //!   was with other processes (it is shared);
 //! - **baseline**: an in-process tonic `Peer` server that acks each batch
 //!   at once, streamed batches of 1,000 entries of the size measured on the
-//!   nodes' links (`bytes_sent / entries_sent`), 4 in flight, as many
+//!   nodes' links (`bytes_sent / entries_sent`), 8 in flight (the node default), as many
 //!   entries as were replicated in the steady phase.
 //!
 //! Prints a report, whether the targets are met (p99 lag ≤ 50 ms at
@@ -114,6 +114,11 @@ pub struct Args {
     /// The nodes' `[shipping] relay_hold` (e.g. "0s"; default: the node's).
     #[arg(long)]
     pub relay_hold: Option<String>,
+    /// A line of the nodes' `[shipping]` table, in TOML (repeatable), e.g.
+    /// `--shipping max_in_flight_batches=8` or
+    /// `--shipping 'batch_linger="1ms"'`.
+    #[arg(long)]
+    pub shipping: Vec<String>,
     /// Load before the steady phase starts, in seconds (not measured).
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
@@ -181,14 +186,11 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let binary = replicator_binary(&args)?;
     report::header(&args, &binary);
-    let cluster = Cluster::start(
-        &binary,
-        &REGIONS,
-        args.sync,
-        args.relay_hold.as_deref(),
-        args.keep,
-    )
-    .await?;
+    let mut shipping = args.shipping.clone();
+    if let Some(hold) = &args.relay_hold {
+        shipping.push(format!("relay_hold = \"{hold}\""));
+    }
+    let cluster = Cluster::start(&binary, &REGIONS, args.sync, &shipping, args.keep).await?;
     if args.keep {
         println!(
             "keeping the nodes' data, configs and logs in {}",

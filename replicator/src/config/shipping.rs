@@ -90,7 +90,7 @@ impl Default for ShippingConfig {
             batch_max_entries: 1000,
             batch_max_bytes: ByteSize::mib(1),
             batch_linger: Duration::from_millis(2),
-            max_in_flight_batches: 4,
+            max_in_flight_batches: 8,
             relay_hold: Duration::ZERO,
             park_max_entries: 50_000,
             heartbeat_interval: Duration::from_secs(1),

@@ -135,7 +135,7 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
     assert_eq!(sh.batch_max_entries, 1000);
     assert_eq!(sh.batch_max_bytes, ByteSize::b(1 << 20));
     assert_eq!(sh.batch_linger, Duration::from_millis(2));
-    assert_eq!(sh.max_in_flight_batches, 4);
+    assert_eq!(sh.max_in_flight_batches, 8);
     assert_eq!(sh.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(sh.keepalive_interval, Duration::from_secs(1));
     assert_eq!(sh.keepalive_timeout, Duration::from_secs(2));
@@ -144,10 +144,11 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
     assert_eq!(sh.max_message_bytes, ByteSize::b(8 << 20));
     assert_eq!(sh.log_retention, Duration::from_secs(3600));
     assert_eq!(sh.relay_hold, Duration::ZERO, "relays leave at once");
+    assert_eq!(sh.park_max_entries, 50_000);
     let limits = sh.outbound_limits();
     assert_eq!(
         (limits.max_entries, limits.max_bytes, limits.max_in_flight),
-        (1000, 1 << 20, 4)
+        (1000, 1 << 20, 8)
     );
 }
 

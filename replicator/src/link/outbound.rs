@@ -214,8 +214,12 @@ pub struct AckOutcome {
     pub newly_acked: u64,
     /// The acknowledged vector to persist, when it moved.
     pub persist: Option<VersionVector>,
-    /// True when the peer stopped short and sending restarts from `acked`.
+    /// True when the peer stopped short and sending restarts from what it
+    /// holds.
     pub rewound: bool,
+    /// True when the origins left out changed (a peer that parks reported
+    /// other direct paths): what to send must be read again.
+    pub relays_changed: bool,
 }
 
 /// The sender's state for one peer.
@@ -535,9 +539,12 @@ impl Outbound {
         let held_before = self.held.clone();
         self.acked.join(applied);
         self.held.join(&self.acked);
+        let mut relays_changed = false;
         if let Some(holds) = report.holds {
             self.held.join(&holds.held);
-            self.direct = holds.direct.iter().cloned().collect();
+            let direct: BTreeSet<RegionId> = holds.direct.iter().cloned().collect();
+            relays_changed = self.parks && direct != self.direct;
+            self.direct = direct;
         }
         let newly_acked = self.acked.records_ahead_of(&before);
         // What the peer has — also from other peers (relaying) — needs no
@@ -553,6 +560,7 @@ impl Outbound {
             newly_acked,
             persist: moved.then(|| self.acked.clone()),
             rewound: false,
+            relays_changed,
         }
     }
 
@@ -1027,13 +1035,14 @@ mod tests {
             direct: Vec::new(),
         };
         let applied = vv(&[("c", 2)]);
-        o.on_progress(
+        let out = o.on_progress(
             Report {
                 applied: &applied,
                 holds: Some(&holds),
             },
             NOW,
         );
+        assert!(out.relays_changed, "the link must read again");
         assert!(!o.leaves_out(&r("c"), NOW));
         let want = o.want(&vv(&[("c", 6)]), NOW).expect("c to relay");
         assert_eq!(want.from, vv(&[("c", 4)]), "c:3..4 are held there");

@@ -71,13 +71,12 @@ pub struct InboundFacts {
     pub batches: u64,
     /// When the last message came (ms).
     pub last_message_millis: Option<u64>,
-    /// When a batch of its last applied or parked an entry (ms).
+    /// When it last brought a batch with entries (ms).
     pub delivered_millis: Option<u64>,
 }
 
-/// How long a peer's stream may deliver nothing while this node is behind
-/// the head the peer announced, and still count as a direct path for the
-/// peer's own entries (see [`Core::direct_origins`]).
+/// How long a peer's stream may bring no entries and still count as a
+/// direct path for the peer's own entries (see [`Core::direct_origins`]).
 pub const DIRECT_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether local writes may start: a node that started on an empty data
@@ -152,20 +151,20 @@ impl Core {
     }
 
     /// The peers whose own entries reach this node over their own open
-    /// stream and keep coming: this node has all the peer announced, or
-    /// the stream delivered within [`DIRECT_QUIET`]. Other senders need not
-    /// relay these origins to a node that parks.
+    /// stream, which brought entries within [`DIRECT_QUIET`]. Other
+    /// senders need not relay these origins to a node that parks. A peer
+    /// with nothing to send drops out, and so does one whose link is
+    /// paused or stuck: then the others relay its entries (an idle peer's:
+    /// none).
     pub fn direct_origins(&self) -> Vec<RegionId> {
-        let applied = self.head.borrow().clone();
         let now = now_millis();
         let quiet = u64::try_from(DIRECT_QUIET.as_millis()).unwrap_or(u64::MAX);
         lock(&self.inbound)
             .iter()
-            .filter(|(peer, f)| {
+            .filter(|(_, f)| {
                 f.connected
-                    && (applied.get(peer) >= f.head.get(peer)
-                        || f.delivered_millis
-                            .is_some_and(|at| now.saturating_sub(at) <= quiet))
+                    && f.delivered_millis
+                        .is_some_and(|at| now.saturating_sub(at) <= quiet)
             })
             .map(|(peer, _)| peer.clone())
             .collect()

@@ -333,9 +333,6 @@ impl PeerService {
             .entries_parked
             .with_label_values(&peer_label)
             .inc_by(report.parked as u64);
-        if report.applied + report.parked > 0 {
-            self.note(peer, |f| f.delivered_millis = Some(now_millis()));
-        }
         self.core.log_moved();
         let stop = report.stopped.as_ref().map(AckStop::from);
         if let Some(stop) = &stop {
@@ -439,7 +436,13 @@ impl PeerService {
                                 )),
                             ));
                         }
-                        self.note(&peer, |f| f.batches += 1);
+                        let delivered = !batch.entries.is_empty() || skipped > 0;
+                        self.note(&peer, |f| {
+                            f.batches += 1;
+                            if delivered {
+                                f.delivered_millis = f.last_message_millis;
+                            }
+                        });
                         metrics
                             .batches_received
                             .with_label_values(&peer_label)

@@ -248,8 +248,9 @@ async fn connect_and_ship(
                     }
                     Some(ReceiverBody::Progress(progress)) => {
                         let progress = WireProgress::from_wire(progress)?;
-                        fill = lock(&link.state).outbound.wake_at().is_some();
-                        on_ack(core, peer, link, Reply::Progress(&progress))?;
+                        let held_back = lock(&link.state).outbound.wake_at().is_some();
+                        let relays_changed = on_ack(core, peer, link, Reply::Progress(&progress))?;
+                        fill = held_back || relays_changed;
                     }
                     Some(ReceiverBody::Welcome(_)) => bail!("{peer} sent a second welcome"),
                     None => bail!("{peer} ended the stream"),
@@ -456,7 +457,9 @@ enum Reply<'a> {
     Progress(&'a WireProgress),
 }
 
-fn on_ack(core: &Core, peer: &RegionId, link: &Link, reply: Reply<'_>) -> anyhow::Result<()> {
+/// Feeds an ack or progress report to the link; returns whether the origins
+/// it leaves out changed (what to send must be read again).
+fn on_ack(core: &Core, peer: &RegionId, link: &Link, reply: Reply<'_>) -> anyhow::Result<bool> {
     let now = now_millis();
     let outcome = {
         let mut s = lock(&link.state);
@@ -494,7 +497,7 @@ fn on_ack(core: &Core, peer: &RegionId, link: &Link, reply: Reply<'_>) -> anyhow
     if let (true, Reply::Ack(ack)) = (outcome.rewound, reply) {
         tracing::info!(stop = ?ack.stop, "peer applied a batch in part; resending from what it holds");
     }
-    Ok(())
+    Ok(outcome.relays_changed)
 }
 
 /// An error and its sources, joined: tonic's transport errors say little

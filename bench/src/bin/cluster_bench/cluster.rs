@@ -78,7 +78,7 @@ fn config(
     data: &Path,
     peers: &[(&str, SocketAddr)],
     sync: SyncMode,
-    relay_hold: Option<&str>,
+    shipping: &[String],
 ) -> String {
     let mut s = format!(
         "region = \"{region}\"\ncluster = \"bench\"\ndata_dir = \"{}\"\nlisten = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n",
@@ -93,8 +93,12 @@ fn config(
         "[[tables]]\nname = \"carts\"\npartition_key = \"pk\"\nsort_key = \"sk\"\ncounters = [\"qty\"]\n\n",
     );
     s.push_str(&format!("[storage]\nsync = \"{}\"\n", sync.name()));
-    if let Some(hold) = relay_hold {
-        s.push_str(&format!("\n[shipping]\nrelay_hold = \"{hold}\"\n"));
+    if !shipping.is_empty() {
+        s.push_str("\n[shipping]\n");
+        for line in shipping {
+            s.push_str(line);
+            s.push('\n');
+        }
     }
     s
 }
@@ -106,13 +110,14 @@ impl Cluster {
     }
 
     /// Starts one node per region with `binary` and waits until each has
-    /// printed its listen address. With `keep`, the temporary directory
-    /// (data, configs, logs) is left behind for inspection.
+    /// printed its listen address; `shipping` are lines of the nodes'
+    /// `[shipping]` table. With `keep`, the temporary directory (data,
+    /// configs, logs) is left behind for inspection.
     pub async fn start(
         binary: &Path,
         regions: &[&'static str],
         sync: SyncMode,
-        relay_hold: Option<&str>,
+        shipping: &[String],
         keep: bool,
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
@@ -137,7 +142,7 @@ impl Cluster {
             let cfg_path = home.join("node.toml");
             std::fs::write(
                 &cfg_path,
-                config(region, listen, &home.join("data"), &addrs, sync, relay_hold),
+                config(region, listen, &home.join("data"), &addrs, sync, shipping),
             )?;
             let log = home.join("node.log");
             let stderr = std::fs::File::create(&log)?;
@@ -360,13 +365,14 @@ pub fn machine_busy_seconds() -> Result<f64> {
 }
 
 /// The node counters the report uses, in [`Counters`]' order.
-const COUNTERS: [&str; 14] = [
+const COUNTERS: [&str; 15] = [
     "tributary_entries_sent_total",
     "tributary_bytes_sent_total",
     "tributary_batches_sent_total",
     "tributary_batches_received_total",
     "tributary_entries_applied_total",
     "tributary_duplicate_entries_total",
+    "tributary_parked_entries_total",
     "tributary_apply_stops_total",
     "tributary_reconnects_total",
     "tributary_apply_seconds_count",
@@ -494,7 +500,7 @@ mod tests {
             Path::new("/d"),
             &[("r-a", a), ("r-b", b)],
             SyncMode::Group,
-            Some("0s"),
+            &["relay_hold = \"0s\"".to_owned()],
         );
         assert!(text.contains("endpoint = \"http://127.0.0.1:2\""));
         assert!(text.contains("[shipping]\nrelay_hold = \"0s\""));

@@ -28,7 +28,7 @@ use tributary_proto::v1::ship_message::Body as ShipBody;
 /// The node's default `batch_max_entries`.
 pub const BATCH_ENTRIES: usize = 1000;
 /// The node's default `max_in_flight_batches`.
-pub const WINDOW: usize = 4;
+pub const WINDOW: usize = 8;
 /// The node's default `max_message_bytes` (8 MiB).
 const MAX_MESSAGE: usize = 8 << 20;
 

@@ -183,12 +183,13 @@ fn internals(p: &Phase, nodes: &[usize]) -> String {
     let received = g("tributary_entries_applied_total") + g("tributary_duplicate_entries_total");
     let rounds = g("tributary_group_commit_jobs_count");
     format!(
-        "received {:.0} batches, {:.0} entries applied + {:.0} duplicates ({:.0}% of received), {:.0} partial applies; \
+        "received {:.0} batches, {:.0} entries applied + {:.0} duplicates ({:.0}% of received), {:.0} parked until their dependencies came, {:.0} partial applies; \
          {:.0} commit rounds ({:.0}/s per node, {:.1} jobs each); mean round with peer batches {:.2} ms, with local writes {:.2} ms",
         g("tributary_batches_received_total"),
         g("tributary_entries_applied_total"),
         g("tributary_duplicate_entries_total"),
         100.0 * g("tributary_duplicate_entries_total") / received.max(1.0),
+        g("tributary_parked_entries_total"),
         g("tributary_apply_stops_total"),
         rounds,
         rounds / p.secs.max(1e-9) / nodes.len().max(1) as f64,

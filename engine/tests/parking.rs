@@ -5,50 +5,19 @@
 //! order gives; `held` is the applied vector plus what is parked.
 
 mod common;
+mod two_origins;
 
 use common::{MemLog, key};
 use proptest::prelude::*;
-use tributary_engine::change::{Change, LogEntry};
+use tributary_engine::change::LogEntry;
 use tributary_engine::ids::{RegionId, Seq, VersionVector};
-use tributary_engine::log::{ApplyStop, LogConfig};
-use tributary_engine::schema::MergePolicy;
-
-const KEYS: usize = 3;
-
-fn open(region: &str) -> MemLog {
-    common::open(
-        region,
-        &[("qty", MergePolicy::Counter)],
-        LogConfig::DEFAULT_ITEM_CACHE_BYTES,
-    )
-}
+use tributary_engine::log::ApplyStop;
+use two_origins::{
+    KEYS, batches, counter_log as open, picks, two_origin_history as history, writes,
+};
 
 fn region(s: &str) -> RegionId {
     RegionId::new(s).expect("region")
-}
-
-fn change(k: usize, op: u8) -> Change {
-    common::change(k, op, 3)
-}
-
-/// Entries of `b` and `c` where `b` applies what `c` wrote so far before
-/// each of its own writes, so `b`'s entries depend on `c`'s. In HLC order.
-fn history(writes: &[(bool, usize, u8)]) -> Vec<LogEntry> {
-    let (mut b, mut c) = (open("b"), open("c"));
-    for &(at_b, k, op) in writes {
-        if at_b {
-            let from = b.applied().get(c.region());
-            let news = c.entries(c.region(), from, usize::MAX).expect("read");
-            b.apply_remote(&news).expect("b applies c");
-            b.ingest(&[change(k, op)], Vec::new()).expect("ingest at b");
-        } else {
-            c.ingest(&[change(k, op)], Vec::new()).expect("ingest at c");
-        }
-    }
-    let mut all = b.entries(b.region(), Seq::ZERO, usize::MAX).expect("b");
-    all.extend(c.entries(c.region(), Seq::ZERO, usize::MAX).expect("c"));
-    all.sort_by_key(|e| e.hlc);
-    all
 }
 
 fn of(all: &[LogEntry], origin: &str) -> Vec<LogEntry> {
@@ -60,6 +29,21 @@ fn of(all: &[LogEntry], origin: &str) -> Vec<LogEntry> {
 
 fn vv(pairs: &[(&str, u64)]) -> VersionVector {
     pairs.iter().map(|(o, s)| (region(o), Seq(*s))).collect()
+}
+
+/// `stop` is a gap: `expected` must come next, `got` came.
+fn assert_gap(stop: &Option<ApplyStop>, expected: u64, got: u64) {
+    assert!(
+        matches!(stop, Some(ApplyStop::Gap { expected: e, got: g, .. }) if *e == Seq(expected) && *g == Seq(got)),
+        "expected a gap at {expected} (got {got}): {stop:?}"
+    );
+}
+
+/// A log of `a` that parks up to 100 entries.
+fn parking_log() -> MemLog {
+    let mut a = open("a");
+    a.park_up_to(100);
+    a
 }
 
 /// c writes twice, b (having both) writes twice, c writes once more.
@@ -101,8 +85,7 @@ fn assert_items_match_applied(log: &MemLog, all: &[LogEntry]) {
 #[test]
 fn an_entry_ahead_of_its_dependencies_waits_and_applies_when_they_come() {
     let all = b_after_c();
-    let mut a = open("a");
-    a.park_up_to(100);
+    let mut a = parking_log();
     // b's entries first: both wait for c's, nothing stops.
     let r = a.apply_remote(&of(&all, "b")).expect("apply b");
     assert_eq!((r.applied, r.parked, r.stopped), (0, 2, None));
@@ -125,8 +108,7 @@ fn an_entry_ahead_of_its_dependencies_waits_and_applies_when_they_come() {
 #[test]
 fn a_waiting_entry_does_not_stop_the_other_origins_of_its_batch() {
     let all = b_after_c();
-    let mut a = open("a");
-    a.park_up_to(100);
+    let mut a = parking_log();
     // c:1..2 are the dependencies of b:1; c:3 is independent of b.
     let c = of(&all, "c");
     a.apply_remote(&c[..1]).expect("c:1");
@@ -135,18 +117,7 @@ fn a_waiting_entry_does_not_stop_the_other_origins_of_its_batch() {
     // c:3 comes without c:2: a gap for c, but b parks first.
     let r = a.apply_remote(&batch).expect("apply");
     assert_eq!(r.parked, 2);
-    assert!(
-        matches!(
-            r.stopped,
-            Some(ApplyStop::Gap {
-                expected: Seq(2),
-                got: Seq(3),
-                ..
-            })
-        ),
-        "{:?}",
-        r.stopped
-    );
+    assert_gap(&r.stopped, 2, 3);
     let r = a.apply_remote(&c[1..]).expect("c:2..3");
     assert_eq!((r.applied, r.stopped), (4, None));
     assert_eq!(a.applied(), &vv(&[("b", 2), ("c", 3)]));
@@ -154,17 +125,26 @@ fn a_waiting_entry_does_not_stop_the_other_origins_of_its_batch() {
 }
 
 #[test]
-fn a_gap_above_the_parked_run_names_the_seq_after_it() {
-    let all = b_after_c();
-    let mut a = open("a");
-    a.park_up_to(100);
+fn entries_wait_behind_their_origins_parked_run_and_a_gap_names_the_seq_after_it() {
+    // c writes once; b, having it, writes three times.
+    let all = history(&[(false, 0, 1), (true, 0, 2), (true, 1, 3), (true, 2, 4)]);
+    let mut a = parking_log();
     let b = of(&all, "b");
     a.apply_remote(&b[..1]).expect("b:1 parks");
-    let r = a.apply_remote(&b[1..]).expect("b:2 parks behind");
-    assert_eq!(r.parked, 1);
+    let r = a.apply_remote(&b[2..]).expect("b:3");
+    assert_gap(&r.stopped, 2, 3);
+    let r = a.apply_remote(&b[1..]).expect("b:2..3");
+    assert_eq!(
+        (r.parked, r.stopped),
+        (2, None),
+        "behind b:1, with no deps missing"
+    );
     let r = a.apply_remote(&b[..1]).expect("b:1 again");
     assert_eq!(r.duplicates, 1);
-    assert_eq!(a.held(), vv(&[("b", 2)]));
+    assert_eq!(a.held(), vv(&[("b", 3)]));
+    a.apply_remote(&of(&all, "c")).expect("c:1");
+    assert_eq!(a.applied(), &vv(&[("b", 3), ("c", 1)]));
+    assert_items_match_applied(&a, &all);
 }
 
 #[test]
@@ -196,8 +176,7 @@ fn a_full_park_stops_the_batch_as_without_parking() {
 #[test]
 fn a_snapshot_that_covers_parked_entries_drops_them() {
     let all = b_after_c();
-    let mut a = open("a");
-    a.park_up_to(100);
+    let mut a = parking_log();
     a.apply_remote(&of(&all, "b")).expect("b parks");
     a.finish_snapshot(&vv(&[("b", 1)])).expect("snapshot");
     assert_eq!(a.parked(), 1, "b:1 is covered, b:2 still waits");
@@ -217,26 +196,13 @@ proptest! {
     /// history arrives in HLC order, everything is applied, nothing parked.
     #[test]
     fn parking_applies_exactly_the_applied_vector_and_converges(
-        writes in prop::collection::vec((any::<bool>(), 0..KEYS, any::<u8>()), 1..24),
-        picks in prop::collection::vec(
-            (any::<bool>(), any::<prop::sample::Index>(), 0..12usize,
-             prop::collection::vec(any::<prop::sample::Index>(), 0..8)),
-            1..6,
-        ),
+        writes in writes(),
+        picks in picks(),
         max in 0..20usize,
         together in any::<bool>(),
     ) {
         let all = history(&writes);
-        let batches: Vec<Vec<LogEntry>> = picks
-            .iter()
-            .map(|(run, start, len, random)| {
-                if *run {
-                    all.iter().skip(start.index(all.len())).take(*len).cloned().collect()
-                } else {
-                    random.iter().map(|i| all[i.index(all.len())].clone()).collect()
-                }
-            })
-            .collect();
+        let batches = batches(&all, &picks, false);
         let mut a = open("a");
         a.park_up_to(max);
         if together {

@@ -106,6 +106,17 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     g
 }
 
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
+fn scalar_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
 impl Metrics {
     /// Declares every metric on a fresh registry.
     pub fn new() -> Self {
@@ -177,11 +188,11 @@ impl Metrics {
         registry
             .register(Box::new(truncated.clone()))
             .expect("metric");
-        let writer_queue =
-            IntGauge::new("writer_queue", "Operations waiting for the log writer").expect("metric");
-        registry
-            .register(Box::new(writer_queue.clone()))
-            .expect("metric");
+        let writer_queue = scalar_gauge(
+            &registry,
+            "writer_queue",
+            "Operations waiting for the log writer",
+        );
         let group_commit_jobs = Histogram::with_opts(
             HistogramOpts::new("group_commit_jobs", "Commits made durable per fsync")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
@@ -190,22 +201,16 @@ impl Metrics {
         registry
             .register(Box::new(group_commit_jobs.clone()))
             .expect("metric");
-        let item_cache_bytes = IntGauge::new(
+        let item_cache_bytes = scalar_gauge(
+            &registry,
             "item_cache_bytes",
             "Estimated bytes of decoded item states the log keeps between commits",
-        )
-        .expect("metric");
-        registry
-            .register(Box::new(item_cache_bytes.clone()))
-            .expect("metric");
-        let parked_entries = IntGauge::new(
+        );
+        let parked_entries = scalar_gauge(
+            &registry,
             "parked_entries",
             "Received entries kept in memory until their dependencies are applied",
-        )
-        .expect("metric");
-        registry
-            .register(Box::new(parked_entries.clone()))
-            .expect("metric");
+        );
         Self {
             entries_parked: counter(
                 &registry,

@@ -44,9 +44,9 @@
 //!   their dependencies arrive from their origin. `sent` never rewinds below
 //!   the peer's held vector, and `acked` (persisted) stays its applied
 //!   vector. A rewind (the peer refused an entry: a full park, a gap, clock
-//!   skew) makes
-//!   the link relay everything in causal order for [`STRICT_AFTER_REWIND`],
-//!   so a stalled direct path cannot stall this link.
+//!   skew) makes the link relay everything in causal order for
+//!   [`STRICT_AFTER_REWIND`], so a stalled direct path cannot stall this
+//!   link.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;

@@ -20,6 +20,11 @@ pub trait Clock: Send + Sync {
     fn now_millis(&self) -> u64;
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX`.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The operating system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -28,7 +33,7 @@ impl Clock for SystemClock {
     fn now_millis(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_or(0, millis)
     }
 }
 
@@ -49,7 +54,7 @@ impl ManualClock {
 
     /// Moves the reading forward.
     pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let ms = millis(by);
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
@@ -92,7 +97,7 @@ impl<C: Clock> HybridClock<C> {
         Self {
             clock,
             last: high_water,
-            max_skew_ms: u64::try_from(max_skew.as_millis()).unwrap_or(u64::MAX),
+            max_skew_ms: millis(max_skew),
             skew_events: 0,
         }
     }

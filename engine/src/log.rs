@@ -464,12 +464,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 return (duplicates, parked, Some(stop));
             }
             let waits_behind = top > have;
-            let missing: VersionVector = entry
-                .deps
-                .iter()
-                .filter(|(o, s)| **o != entry.origin && *s > applied.get(o))
-                .map(|(o, s)| (o.clone(), s))
-                .collect();
+            let missing = parked::missing_deps(&entry, applied);
             if waits_behind || !missing.is_empty() {
                 if !self.parked.has_room() {
                     let missing = if waits_behind {

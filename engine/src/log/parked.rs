@@ -19,6 +19,17 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::change::LogEntry;
 use crate::ids::{RegionId, Seq, VersionVector};
 
+/// What `entry` depends on beyond `applied` (its own origin aside: the
+/// dense seq check covers that); empty when it may apply.
+pub(super) fn missing_deps(entry: &LogEntry, applied: &VersionVector) -> VersionVector {
+    entry
+        .deps
+        .iter()
+        .filter(|(o, s)| *o != &entry.origin && *s > applied.get(o))
+        .map(|(o, s)| (o.clone(), s))
+        .collect()
+}
+
 /// The parked entries of a [`super::Log`].
 #[derive(Debug, Default)]
 pub(super) struct Parked {
@@ -92,11 +103,8 @@ impl Parked {
     pub(super) fn take_ready(&mut self, applied: &VersionVector) -> Option<LogEntry> {
         let origin = self.runs.iter().find_map(|(origin, run)| {
             let first = run.front()?;
-            let ready = first.seq == applied.get(origin).next()
-                && first
-                    .deps
-                    .iter()
-                    .all(|(o, s)| o == origin || s <= applied.get(o));
+            let ready =
+                first.seq == applied.get(origin).next() && missing_deps(first, applied).is_empty();
             ready.then(|| origin.clone())
         })?;
         let run = self.runs.get_mut(&origin)?;
@@ -116,14 +124,7 @@ impl Parked {
         self.runs
             .get(origin)
             .and_then(|r| r.front())
-            .map(|first| {
-                first
-                    .deps
-                    .iter()
-                    .filter(|(o, s)| *o != origin && *s > applied.get(o))
-                    .map(|(o, s)| (o.clone(), s))
-                    .collect()
-            })
+            .map(|first| missing_deps(first, applied))
             .unwrap_or_default()
     }
 

@@ -52,6 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tributary_engine::change::LogEntry;
+use tributary_engine::clock::millis;
 use tributary_engine::ids::{RegionId, Seq, VersionVector};
 
 /// How long a link to a peer that parks relays everything, in causal
@@ -311,11 +312,16 @@ impl Outbound {
     /// True when `origin`'s entries are left out: the peer parks, and
     /// reported that `origin`'s own link reaches it (see the module docs).
     pub fn leaves_out(&self, origin: &RegionId, now_millis: u64) -> bool {
-        self.parks
-            && now_millis >= self.strict_until
+        self.parking(now_millis)
             && origin != &self.local
             && origin != &self.peer
             && self.direct.contains(origin)
+    }
+
+    /// True when the peer parks and this link is not relaying strictly
+    /// after a rewind: entries may leave ahead of their dependencies.
+    fn parking(&self, now_millis: u64) -> bool {
+        self.parks && now_millis >= self.strict_until
     }
 
     /// Batches awaiting their ack.
@@ -421,7 +427,7 @@ impl Outbound {
     }
 
     fn hold_millis(&self) -> u64 {
-        u64::try_from(self.limits.relay_hold.as_millis()).unwrap_or(u64::MAX)
+        millis(self.limits.relay_hold)
     }
 
     /// Records when the head moved (call it whenever the head is read):
@@ -479,8 +485,7 @@ impl Outbound {
         let mut stuck: BTreeSet<RegionId> = BTreeSet::new();
         let mut held_until: Option<u64> = None;
         let mut full = false;
-        // A peer that parks takes entries ahead of their dependencies.
-        let parking = self.parks && now_millis >= self.strict_until;
+        let parking = self.parking(now_millis);
         for e in entries {
             let h = e.head();
             let next = sent.get(h.origin).next();
@@ -585,8 +590,7 @@ impl Outbound {
             self.stalled_until = None;
             self.sent = self.held.clone();
             if self.parks {
-                let strict = u64::try_from(STRICT_AFTER_REWIND.as_millis()).unwrap_or(u64::MAX);
-                self.strict_until = now_millis.saturating_add(strict);
+                self.strict_until = now_millis.saturating_add(millis(STRICT_AFTER_REWIND));
             }
         } else {
             self.retire(Some(id));

@@ -13,6 +13,8 @@
 
 use std::time::Duration;
 
+use tributary_engine::clock::millis;
+
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -134,8 +136,7 @@ impl CircuitBreaker {
         let open = self.state == CircuitState::HalfOpen || self.failures >= self.threshold;
         let was_open = matches!(self.state, CircuitState::Open { .. });
         if open {
-            let until_millis = now_millis
-                .saturating_add(u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX));
+            let until_millis = now_millis.saturating_add(millis(self.open_for));
             self.state = CircuitState::Open { until_millis };
         }
         open && !was_open

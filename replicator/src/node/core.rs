@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
+use tributary_engine::clock::{Clock, SystemClock, millis};
 use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
 use tributary_engine::store::{LogStore, RocksStore};
 
@@ -21,9 +22,7 @@ use crate::link::{CircuitBreaker, LinkFacts, Outbound, PeerLag, Rate, peer_lag};
 
 /// Milliseconds since the Unix epoch, by the wall clock.
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemClock.now_millis()
 }
 
 /// Locks a mutex, recovering the data if a panicking holder poisoned it
@@ -158,7 +157,7 @@ impl Core {
     /// none).
     pub fn direct_origins(&self) -> Vec<RegionId> {
         let now = now_millis();
-        let quiet = u64::try_from(DIRECT_QUIET.as_millis()).unwrap_or(u64::MAX);
+        let quiet = millis(DIRECT_QUIET);
         lock(&self.inbound)
             .iter()
             .filter(|(_, f)| {

@@ -103,3 +103,18 @@ pub struct LogEntry {
     /// The delta state to join into the item.
     pub delta: ItemState,
 }
+
+impl LogEntry {
+    /// Roughly how many bytes this entry occupies in memory, allocations
+    /// included (see [`ItemState::memory_estimate`]): what the parked
+    /// entries of a [`crate::log::Log`] are weighed at.
+    pub fn memory_estimate(&self) -> usize {
+        /// A dependency: its region id (a heap string) and seq.
+        const DEP: usize = 32 + 48;
+        std::mem::size_of::<Self>()
+            + self.origin.as_str().len()
+            + DEP * self.deps.len()
+            + self.key.memory_estimate()
+            + self.delta.memory_estimate()
+    }
+}

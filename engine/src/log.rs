@@ -27,6 +27,7 @@ use crate::schema::Schemas;
 use crate::store::{Checkpoint, CommitBatch, DeadLetter, Durability, LogStore, StoreError};
 use item_cache::ItemCache;
 pub use item_cache::ItemCacheStats;
+pub use parked::ParkLimit;
 use parked::Parked;
 
 /// Why one local change was refused (the rest of its batch goes on). For a
@@ -181,15 +182,15 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         &self.applied
     }
 
-    /// Parks up to `max` received entries whose dependencies are not
-    /// applied yet, instead of stopping their batch (0, the default, turns
-    /// parking off). A parked entry is applied by the first
+    /// Parks received entries whose dependencies are not applied yet,
+    /// within `limit`, instead of stopping their batch ([`ParkLimit::OFF`],
+    /// the default, turns parking off). A parked entry is applied by the first
     /// [`Log::apply_remote_many`] after its dependencies are; entries of
     /// its origin that follow it park behind it. Parked entries live in
     /// memory only: they count in [`Log::held`], never in
     /// [`Log::applied`].
-    pub fn park_up_to(&mut self, max: usize) {
-        self.parked.set_max(max);
+    pub fn park_up_to(&mut self, limit: ParkLimit) {
+        self.parked.set_max(limit);
     }
 
     /// The applied vector joined with what is parked: received entries
@@ -202,6 +203,12 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     /// Entries parked now.
     pub fn parked(&self) -> usize {
         self.parked.len()
+    }
+
+    /// What the entries parked now weigh in memory, estimated (see
+    /// [`LogEntry::memory_estimate`]).
+    pub fn parked_bytes(&self) -> usize {
+        self.parked.bytes()
     }
 
     /// Moves whenever parked entries were dropped instead of applied (a
@@ -466,7 +473,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             let waits_behind = top > have;
             let missing = parked::missing_deps(&entry, applied);
             if waits_behind || !missing.is_empty() {
-                if !self.parked.has_room() {
+                let Some(weight) = self.parked.room_for(&entry) else {
                     let missing = if waits_behind {
                         self.parked.missing(&entry.origin, applied)
                     } else {
@@ -478,13 +485,13 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                         missing,
                     };
                     return (duplicates, parked, Some(stop));
-                }
+                };
                 // Observed now: a parked entry applies later without
                 // another check, so one beyond the skew bound never parks.
                 if let Err(skew) = self.hlc.observe(entry.hlc) {
                     return (duplicates, parked, Some(ApplyStop::ClockSkew(skew)));
                 }
-                self.parked.push(entry);
+                self.parked.push(entry, weight);
                 parked += 1;
                 continue;
             }

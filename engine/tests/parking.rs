@@ -11,7 +11,7 @@ use common::{MemLog, key};
 use proptest::prelude::*;
 use tributary_engine::change::LogEntry;
 use tributary_engine::ids::{RegionId, Seq, VersionVector};
-use tributary_engine::log::ApplyStop;
+use tributary_engine::log::{ApplyStop, ParkLimit};
 use two_origins::{
     KEYS, batches, counter_log as open, picks, two_origin_history as history, writes,
 };
@@ -42,7 +42,7 @@ fn assert_gap(stop: &Option<ApplyStop>, expected: u64, got: u64) {
 /// A log of `a` that parks up to 100 entries.
 fn parking_log() -> MemLog {
     let mut a = open("a");
-    a.park_up_to(100);
+    a.park_up_to(ParkLimit::entries(100));
     a
 }
 
@@ -150,18 +150,44 @@ fn entries_wait_behind_their_origins_parked_run_and_a_gap_names_the_seq_after_it
 #[test]
 fn a_full_park_stops_the_batch_as_without_parking() {
     let all = b_after_c();
-    let mut a = open("a");
-    a.park_up_to(1);
-    let r = a.apply_remote(&of(&all, "b")).expect("apply b");
-    assert_eq!(r.parked, 1);
-    assert!(
-        matches!(
-            &r.stopped,
-            Some(ApplyStop::MissingDeps { seq: Seq(2), missing, .. }) if missing == &vv(&[("c", 2)])
-        ),
-        "the second entry waits behind the first, which waits for c:2: {:?}",
-        r.stopped
-    );
+    let from_b = of(&all, "b");
+    let first = from_b[0].memory_estimate();
+    // Full by count, or by weight: the first entry fits, the second not.
+    for limit in [
+        ParkLimit::entries(1),
+        ParkLimit {
+            entries: 100,
+            bytes: first + from_b[1].memory_estimate() - 1,
+        },
+    ] {
+        let mut a = open("a");
+        a.park_up_to(limit);
+        let r = a.apply_remote(&from_b).expect("apply b");
+        assert_eq!(r.parked, 1, "{limit:?}");
+        assert_eq!(a.parked_bytes(), first, "{limit:?}");
+        assert!(
+            matches!(
+                &r.stopped,
+                Some(ApplyStop::MissingDeps { seq: Seq(2), missing, .. }) if missing == &vv(&[("c", 2)])
+            ),
+            "the second entry waits behind the first, which waits for c:2 ({limit:?}): {:?}",
+            r.stopped
+        );
+        a.apply_remote(&of(&all, "c")).expect("c");
+        assert_eq!((a.parked(), a.parked_bytes()), (0, 0), "{limit:?}");
+    }
+    // An entry that alone weighs more than the bound never parks.
+    let mut small = open("a");
+    small.park_up_to(ParkLimit {
+        entries: 100,
+        bytes: first - 1,
+    });
+    let r = small.apply_remote(&from_b).expect("apply b");
+    assert_eq!((r.parked, small.parked_bytes()), (0, 0));
+    assert!(matches!(
+        r.stopped,
+        Some(ApplyStop::MissingDeps { seq: Seq(1), .. })
+    ));
     // Off (the default): the first entry stops the batch.
     let mut off = open("a");
     let r = off.apply_remote(&of(&all, "b")).expect("apply b");
@@ -199,12 +225,13 @@ proptest! {
         writes in writes(),
         picks in picks(),
         max in 0..20usize,
+        max_bytes in prop_oneof![Just(usize::MAX), 0..8_000usize],
         together in any::<bool>(),
     ) {
         let all = history(&writes);
         let batches = batches(&all, &picks, false);
         let mut a = open("a");
-        a.park_up_to(max);
+        a.park_up_to(ParkLimit { entries: max, bytes: max_bytes });
         if together {
             a.apply_remote_many(batches).expect("apply many");
         } else {
@@ -213,10 +240,11 @@ proptest! {
             }
         }
         prop_assert!(a.parked() <= max);
+        prop_assert!(a.parked_bytes() <= max_bytes);
         prop_assert!(a.applied().dominated_by(&a.held()));
         assert_items_match_applied(&a, &all);
         a.apply_remote(&all).expect("everything, in order");
-        prop_assert_eq!(a.parked(), 0);
+        prop_assert_eq!((a.parked(), a.parked_bytes()), (0, 0));
         prop_assert_eq!(a.held(), a.applied().clone());
         let head = all.iter().fold(VersionVector::new(), |mut v, e| {
             v.set(e.origin.clone(), e.seq.max(v.get(&e.origin)));

@@ -350,7 +350,7 @@ fn open(
         item_cache_bytes: SIM_ITEM_CACHE_BYTES,
     };
     let mut log = Log::open(store.clone(), config, clock.clone()).expect("open the log");
-    log.park_up_to(park_max);
+    log.park_up_to(tributary_engine::log::ParkLimit::entries(park_max));
     log
 }
 

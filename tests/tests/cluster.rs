@@ -170,6 +170,12 @@ fn a_region_keeps_writing_reading_and_reporting_lag_with_every_peer_down() {
     });
     let status = a.ctl(&["status", "--json"], "").json();
     assert_eq!(status["applied"]["us-east-1"], json!(11), "{status} {lag}");
+    // Nothing waits for dependencies once everything arrived.
+    assert_eq!(
+        status["parked"],
+        json!({"entries": 0, "bytes": 0, "max_entries": 50_000, "max_bytes": 64 << 20}),
+        "{status}"
+    );
     // The peers come back and catch up.
     cluster.launch(1);
     cluster.launch(2);

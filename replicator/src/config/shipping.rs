@@ -42,6 +42,11 @@ pub struct ShippingConfig {
     /// from their origins directly (see ARCHITECTURE.md, "Relays and
     /// duplicates").
     pub park_max_entries: usize,
+    /// What the parked entries may weigh in memory at most, estimated
+    /// (`"0B"` turns parking off too). An entry that would go beyond it
+    /// is refused as when the park is full (its sender resends it).
+    #[serde(deserialize_with = "size")]
+    pub park_max_bytes: ByteSize,
     /// How often a heartbeat (HLC, head seqs) goes to each peer.
     #[serde(deserialize_with = "duration")]
     pub heartbeat_interval: Duration,
@@ -93,6 +98,7 @@ impl Default for ShippingConfig {
             max_in_flight_batches: 8,
             relay_hold: Duration::ZERO,
             park_max_entries: 50_000,
+            park_max_bytes: ByteSize::mib(64),
             heartbeat_interval: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(2),
@@ -124,6 +130,15 @@ impl ShippingConfig {
         }
     }
 
+    /// How much received entries a node parks (`park_max_entries`,
+    /// `park_max_bytes`).
+    pub fn park_limit(&self) -> tributary_engine::log::ParkLimit {
+        tributary_engine::log::ParkLimit {
+            entries: self.park_max_entries,
+            bytes: usize::try_from(self.park_max_bytes.as_u64()).unwrap_or(usize::MAX),
+        }
+    }
+
     /// The limits of a peer link's outbound window.
     pub fn outbound_limits(&self) -> OutboundLimits {
         OutboundLimits {
@@ -147,6 +162,7 @@ impl ShippingConfig {
             ),
             ("relay_hold", format_duration(self.relay_hold)),
             ("park_max_entries", self.park_max_entries.to_string()),
+            ("park_max_bytes", size_entry(self.park_max_bytes)),
             (
                 "heartbeat_interval",
                 format_duration(self.heartbeat_interval),

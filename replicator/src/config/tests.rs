@@ -145,6 +145,13 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
     assert_eq!(sh.log_retention, Duration::from_secs(3600));
     assert_eq!(sh.relay_hold, Duration::ZERO, "relays leave at once");
     assert_eq!(sh.park_max_entries, 50_000);
+    assert_eq!(
+        sh.park_limit(),
+        tributary_engine::log::ParkLimit {
+            entries: 50_000,
+            bytes: 64 << 20
+        }
+    );
     let limits = sh.outbound_limits();
     assert_eq!(
         (limits.max_entries, limits.max_bytes, limits.max_in_flight),
@@ -157,7 +164,8 @@ fn durations_and_sizes_are_read_with_their_units() {
     let text = format!(
         "{MINIMAL}\n[storage]\nsync = \"group\"\ngroup_commit_interval = \"250us\"\n\
          max_clock_skew = \"1m 30s\"\nitem_cache = \"0\"\n[shipping]\nbatch_linger = \"0s\"\nrelay_hold = \"500ms\"\n\
-         log_retention = \"2days\"\nbatch_max_bytes = \"512KiB\"\nmax_message_bytes = \"16 MB\"\n"
+         log_retention = \"2days\"\nbatch_max_bytes = \"512KiB\"\nmax_message_bytes = \"16 MB\"\n\
+         park_max_bytes = \"0B\"\n"
     );
     let c = NodeConfig::from_toml_str(&text).expect("units parse");
     assert_eq!(c.storage.sync.durability(), Durability::Buffered);
@@ -177,6 +185,11 @@ fn durations_and_sizes_are_read_with_their_units() {
     assert_eq!(c.shipping.log_retention, Duration::from_secs(2 * 86_400));
     assert_eq!(c.shipping.batch_max_bytes.as_u64(), 512 * 1024);
     assert_eq!(c.shipping.max_message_bytes.as_u64(), 16_000_000);
+    assert!(
+        !c.shipping.park_limit().parks(),
+        "\"0B\" turns parking off: {:?}",
+        c.shipping.park_limit()
+    );
 
     let bare = syntax_error(&format!("{MINIMAL}\n[shipping]\nbatch_linger = \"2\"\n"));
     assert!(bare.contains("with a unit"), "{bare}");

@@ -317,6 +317,13 @@ impl Core {
             "tables": self.config.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
             "dead_letters": dead_letters,
             "bootstrapping": lock(&self.bootstrap).waiting,
+            // The writer sets these gauges after every commit round.
+            "parked": {
+                "entries": self.metrics.parked_entries.get(),
+                "bytes": self.metrics.parked_bytes.get(),
+                "max_entries": self.config.shipping.park_max_entries,
+                "max_bytes": self.config.shipping.park_max_bytes.as_u64(),
+            },
             "peers": peers,
             "inbound": inbound,
             "sources": self.sidecar.sources(),

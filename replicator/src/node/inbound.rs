@@ -363,7 +363,7 @@ impl PeerService {
     /// were dropped: the stream must end, so the sender resends from the
     /// next welcome.
     fn holds(&self, epoch: u64) -> Result<Option<Holds>, Status> {
-        if self.core.config.shipping.park_max_entries == 0 {
+        if !self.core.config.shipping.park_limit().parks() {
             return Ok(None);
         }
         let held = self.core.held.borrow().clone();
@@ -603,7 +603,7 @@ impl Peer for SharedPeerService {
             protocol_version: PROTOCOL_VERSION,
             applied: service.core.head.borrow().clone(),
             own_entries_complete: !lock(&service.core.bootstrap).waiting,
-            parks: service.core.config.shipping.park_max_entries > 0,
+            parks: service.core.config.shipping.park_limit().parks(),
         };
         let epoch = service.core.held.borrow().epoch;
         let (tx, rx) = mpsc::channel(64);

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub entries_parked: IntCounterVec,
     /// Entries parked now, waiting for their dependencies.
     pub parked_entries: IntGauge,
+    /// What the entries parked now weigh in memory, estimated.
+    pub parked_bytes: IntGauge,
     /// Batches a receiver applied only in part, by reason.
     pub apply_stops: IntCounterVec,
     /// Shipping streams refused, by reason (`penalty`: a peer serving a
@@ -211,6 +213,11 @@ impl Metrics {
             "parked_entries",
             "Received entries kept in memory until their dependencies are applied",
         );
+        let parked_bytes = scalar_gauge(
+            &registry,
+            "parked_bytes",
+            "Estimated bytes of the received entries parked now",
+        );
         Self {
             entries_parked: counter(
                 &registry,
@@ -219,6 +226,7 @@ impl Metrics {
                 peer,
             ),
             parked_entries,
+            parked_bytes,
             item_cache_lookups: counter(
                 &registry,
                 "item_cache_lookups_total",

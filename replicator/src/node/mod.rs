@@ -74,7 +74,7 @@ impl RunningNode {
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
         );
         let mut log = Log::open(Arc::clone(&store), log_config, SystemClock)?;
-        log.park_up_to(config.shipping.park_max_entries);
+        log.park_up_to(config.shipping.park_limit());
         let fresh = log.applied().is_empty()
             && store.scan_items(None, None, 1)?.is_empty()
             && !config.peers.is_empty();

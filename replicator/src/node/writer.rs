@@ -273,6 +273,9 @@ fn run(
         metrics
             .parked_entries
             .set(i64::try_from(log.parked()).unwrap_or(i64::MAX));
+        metrics
+            .parked_bytes
+            .set(i64::try_from(log.parked_bytes()).unwrap_or(i64::MAX));
         let elapsed = started.elapsed().as_secs_f64();
         let cache = log.item_cache_stats();
         let lookups = &metrics.item_cache_lookups;

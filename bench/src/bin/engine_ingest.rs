@@ -6,7 +6,12 @@
 //! durability (each batch one atomic, fsynced WriteBatch: log entries +
 //! merged items + applied vector + HLC mark). Prints both rates, their ratio,
 //! the peak RSS of each phase, and the stored bytes per item against the raw
-//! payload (the CRDT metadata overhead).
+//! payload (the CRDT metadata overhead). The baseline runs first and again
+//! last; ratios are against the mean of the two.
+//!
+//! Floors: raw puts of exactly the bytes the engine wrote, in the engine's
+//! two column families (`log`, `items`), and of smaller layouts' stand-in
+//! bytes; what any engine on that layout could reach at best.
 //!
 //! Run: `cargo run --release -p tributary-bench --bin engine_ingest [-- --changes N]`
 
@@ -164,6 +169,11 @@ enum Layout {
     /// HLC, deps, key) and reads the delta from the item's state. Not
     /// built, only measured.
     LogPointsAtItem,
+    /// No log entry per change: each batch writes one record listing its
+    /// changes' keys and HLCs (the seqs implicit), and shipping would send
+    /// the items' current states instead of deltas (another replication
+    /// model). Not built, only measured: one put per change.
+    BatchIndex,
 }
 
 /// Raw RocksDB puts of exactly the bytes the engine wrote (each change's
@@ -174,7 +184,15 @@ enum Layout {
 fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout) -> Result<Phase> {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
-    let db = rocksdb::DB::open(&opts, dir)?;
+    opts.create_missing_column_families(true);
+    // The engine's split: the log and the items in column families of
+    // their own (in one, the two key ranges interleave in every flushed
+    // file and compactions rewrite them).
+    let db = rocksdb::DB::open_cf(&opts, dir, ["log", "items"])?;
+    let (log_cf, items_cf) = (
+        db.cf_handle("log").context("log cf")?,
+        db.cf_handle("items").context("items cf")?,
+    );
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     let origin = RegionId::new("bench-1")?;
@@ -186,7 +204,21 @@ fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout
         let Some(last) = entries.last() else { break };
         after = last.seq;
         let mut data = Vec::with_capacity(entries.len() * 2);
+        let mut index = Vec::new();
         for e in &entries {
+            if layout == Layout::BatchIndex {
+                let key = e.key.encode();
+                index.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                index.extend_from_slice(&key);
+                index.extend_from_slice(&e.hlc.0.to_le_bytes());
+                let state = engine.item(&e.key)?.unwrap_or_default();
+                data.push((
+                    items_cf,
+                    key,
+                    tributary_engine::store::encode_item_state(&state)?,
+                ));
+                continue;
+            }
             let (log_key, log_value) = tributary_engine::store::encode_log_record(e)?;
             let state = || -> Result<Vec<u8>> {
                 let state = engine.item(&e.key)?.unwrap_or_default();
@@ -196,14 +228,18 @@ fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout
                 Layout::Engine => (log_value, state()?),
                 Layout::ItemPointsAtLog => (log_value, vec![0x5a; 32]),
                 Layout::LogPointsAtItem => (vec![0x5a; 64], state()?),
+                Layout::BatchIndex => unreachable!("handled above"),
             };
-            data.push((log_key, log_value));
-            data.push((e.key.encode(), item_value));
+            data.push((log_cf, log_key, log_value));
+            data.push((items_cf, e.key.encode(), item_value));
+        }
+        if !index.is_empty() {
+            data.push((log_cf, after.0.to_be_bytes().to_vec(), index));
         }
         let start = Instant::now();
         let mut batch = rocksdb::WriteBatch::default();
-        for (k, v) in &data {
-            batch.put(k, v);
+        for (cf, k, v) in &data {
+            batch.put_cf(*cf, k, v);
         }
         db.write_opt(batch, &wo)?;
         elapsed += start.elapsed();
@@ -271,18 +307,32 @@ fn main() -> Result<()> {
     let floor = raw_engine_bytes(floor_dir.path(), &args, &store, Layout::Engine)
         .context("raw puts of the engine's bytes")?;
     let mut smaller = Vec::new();
-    for layout in [Layout::ItemPointsAtLog, Layout::LogPointsAtItem] {
+    for layout in [
+        Layout::ItemPointsAtLog,
+        Layout::LogPointsAtItem,
+        Layout::BatchIndex,
+    ] {
         let dir = tempfile::tempdir()?;
         let phase = raw_engine_bytes(dir.path(), &args, &store, layout)
             .with_context(|| format!("raw puts of the {layout:?} layout's bytes"))?;
         smaller.push((layout, phase));
     }
 
+    // The baseline again, last: the machine's speed drifts, so the ratios
+    // are against the mean of a run before and a run after the others.
+    let last_dir = tempfile::tempdir()?;
+    let raw_last = raw_rocksdb(last_dir.path(), &args, keys).context("raw RocksDB, again")?;
     let rate = |p: &Phase| args.changes as f64 / p.elapsed.as_secs_f64();
+    let (first, last) = (rate(&raw), rate(&raw_last));
+    let raw = Phase {
+        elapsed: (raw.elapsed + raw_last.elapsed) / 2,
+        // The last run's peak counts the engine's open store too.
+        peak_rss_mib: raw.peak_rss_mib,
+    };
     println!(
-        "raw RocksDB WriteBatch puts : {:>10.0} changes/s  peak RSS {:>7.1} MiB",
+        "raw RocksDB WriteBatch puts : {:>10.0} changes/s  peak RSS {:>7.1} MiB  (first run {first:.0}/s, last {last:.0}/s)",
         rate(&raw),
-        raw.peak_rss_mib
+        raw.peak_rss_mib,
     );
     println!(
         "engine Log::ingest          : {:>10.0} changes/s  peak RSS {:>7.1} MiB",
@@ -306,6 +356,7 @@ fn main() -> Result<()> {
         let what = match layout {
             Layout::ItemPointsAtLog => "log entry + 32-byte item value",
             Layout::LogPointsAtItem => "64-byte log entry + item state",
+            Layout::BatchIndex => "item state + a per-batch key list: state shipping",
             Layout::Engine => "log entry + item state",
         };
         println!(

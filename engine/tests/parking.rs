@@ -206,10 +206,11 @@ fn a_snapshot_that_covers_parked_entries_drops_them() {
     a.apply_remote(&of(&all, "b")).expect("b parks");
     a.finish_snapshot(&vv(&[("b", 1)])).expect("snapshot");
     assert_eq!(a.parked(), 1, "b:1 is covered, b:2 still waits");
+    assert_eq!(a.parked_bytes(), of(&all, "b")[1].memory_estimate());
     assert_eq!(a.held(), vv(&[("b", 2)]));
     a.finish_snapshot(&vv(&[("b", 2), ("c", 2)]))
         .expect("snapshot");
-    assert_eq!(a.parked(), 0);
+    assert_eq!((a.parked(), a.parked_bytes()), (0, 0));
     assert_eq!(a.held(), vv(&[("b", 2), ("c", 2)]));
 }
 

@@ -173,7 +173,7 @@ fn a_region_keeps_writing_reading_and_reporting_lag_with_every_peer_down() {
     // Nothing waits for dependencies once everything arrived.
     assert_eq!(
         status["parked"],
-        json!({"entries": 0, "bytes": 0, "max_entries": 50_000, "max_bytes": 64 << 20}),
+        json!({"entries": 0, "bytes": 0, "max_entries": 50_000, "max_bytes": 128 << 20}),
         "{status}"
     );
     // The peers come back and catch up.

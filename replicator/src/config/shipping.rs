@@ -44,7 +44,9 @@ pub struct ShippingConfig {
     pub park_max_entries: usize,
     /// What the parked entries may weigh in memory at most, estimated
     /// (`"0B"` turns parking off too). An entry that would go beyond it
-    /// is refused as when the park is full (its sender resends it).
+    /// is refused as when the park is full (its sender resends it). A
+    /// small change's entry weighs ~1–1.3 KB, so with the defaults the
+    /// entry count binds first for entries up to ~2.7 KB.
     #[serde(deserialize_with = "size")]
     pub park_max_bytes: ByteSize,
     /// How often a heartbeat (HLC, head seqs) goes to each peer.
@@ -98,7 +100,7 @@ impl Default for ShippingConfig {
             max_in_flight_batches: 8,
             relay_hold: Duration::ZERO,
             park_max_entries: 50_000,
-            park_max_bytes: ByteSize::mib(64),
+            park_max_bytes: ByteSize::mib(128),
             heartbeat_interval: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(2),

@@ -149,7 +149,7 @@ fn defaults_apply_and_zero_peers_is_a_valid_lone_region() {
         sh.park_limit(),
         tributary_engine::log::ParkLimit {
             entries: 50_000,
-            bytes: 64 << 20
+            bytes: 128 << 20
         }
     );
     let limits = sh.outbound_limits();

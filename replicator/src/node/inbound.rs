@@ -345,7 +345,14 @@ impl PeerService {
                 .apply_stops
                 .with_label_values(&[peer.as_str(), reason])
                 .inc();
-            tracing::info!(?stop, "batch applied in part");
+            // What was parked after the round: beside a missing dependency,
+            // it tells whether the park was full, and by which bound.
+            tracing::info!(
+                ?stop,
+                parked_entries = metrics.parked_entries.get(),
+                parked_bytes = metrics.parked_bytes.get(),
+                "batch applied in part"
+            );
         }
         let holds = match self.holds(epoch) {
             Ok(holds) => holds,

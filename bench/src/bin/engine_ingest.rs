@@ -206,24 +206,19 @@ fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout
         let mut data = Vec::with_capacity(entries.len() * 2);
         let mut index = Vec::new();
         for e in &entries {
+            let state = || -> Result<Vec<u8>> {
+                let state = engine.item(&e.key)?.unwrap_or_default();
+                Ok(tributary_engine::store::encode_item_state(&state)?)
+            };
             if layout == Layout::BatchIndex {
                 let key = e.key.encode();
                 index.extend_from_slice(&(key.len() as u16).to_le_bytes());
                 index.extend_from_slice(&key);
                 index.extend_from_slice(&e.hlc.0.to_le_bytes());
-                let state = engine.item(&e.key)?.unwrap_or_default();
-                data.push((
-                    items_cf,
-                    key,
-                    tributary_engine::store::encode_item_state(&state)?,
-                ));
+                data.push((items_cf, key, state()?));
                 continue;
             }
             let (log_key, log_value) = tributary_engine::store::encode_log_record(e)?;
-            let state = || -> Result<Vec<u8>> {
-                let state = engine.item(&e.key)?.unwrap_or_default();
-                Ok(tributary_engine::store::encode_item_state(&state)?)
-            };
             let (log_value, item_value) = match layout {
                 Layout::Engine => (log_value, state()?),
                 Layout::ItemPointsAtLog => (log_value, vec![0x5a; 32]),

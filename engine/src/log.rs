@@ -15,6 +15,7 @@
 
 mod item_cache;
 mod parked;
+mod pipeline;
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub enum ChangeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestReport {
     /// Per change, in order: its `(seq, hlc)` or why it was refused.
-    pub outcomes: Vec<Result<(Seq, Hlc), ChangeError>>,
+    pub outcomes: Vec<ChangeOutcome>,
     /// True when the accepted changes are already durable; otherwise they
     /// are durable after the next [`Log::sync`].
     pub durable: bool,
@@ -292,6 +293,22 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         changes: &[Change],
         attached: Attached,
     ) -> Result<IngestReport, StoreError> {
+        let (built, outcomes) = self.build_ingest(changes, attached)?;
+        self.commit(built)?;
+        Ok(IngestReport {
+            outcomes,
+            durable: self.store.durability() == Durability::Sync,
+        })
+    }
+
+    /// The commit of [`Log::ingest_with`], built against the log's current
+    /// state (nothing written, the log's state untouched), and each
+    /// change's outcome.
+    fn build_ingest(
+        &mut self,
+        changes: &[Change],
+        attached: Attached,
+    ) -> Result<(Built, Vec<ChangeOutcome>), StoreError> {
         let mut slots = self.load(changes.iter().map(|c| &c.key))?;
         let mut batch = CommitBatch {
             checkpoints: attached.checkpoints,
@@ -352,11 +369,14 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 })),
             }
         }
-        self.commit(batch, slots, applied)?;
-        Ok(IngestReport {
+        Ok((
+            Built {
+                batch,
+                slots,
+                applied,
+            },
             outcomes,
-            durable: self.store.durability() == Durability::Sync,
-        })
+        ))
     }
 
     /// Applies entries received from a peer, in order, in one atomic
@@ -439,7 +459,11 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             entries: accepted,
             ..CommitBatch::default()
         };
-        self.commit(batch, slots, applied)
+        self.commit(Built {
+            batch,
+            slots,
+            applied,
+        })
     }
 
     /// Moves the entries of one received batch that apply next (given
@@ -638,13 +662,26 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         }
     }
 
-    /// Commits `batch` with the states of the items its entries touched.
-    fn commit(
-        &mut self,
-        mut batch: CommitBatch,
-        slots: Vec<Slot>,
-        applied: VersionVector,
-    ) -> Result<(), StoreError> {
+    /// Commits `built`: its batch with the states of the items its entries
+    /// touched; the log's applied vector moves only if the commit succeeded.
+    fn commit(&mut self, built: Built) -> Result<(), StoreError> {
+        let Built {
+            mut batch,
+            slots,
+            applied,
+        } = built;
+        self.take_items(&mut batch, slots, applied.clone());
+        let committed = self.store.commit(&batch);
+        self.settle_items(&mut batch, &committed);
+        committed?;
+        self.applied = applied;
+        Ok(())
+    }
+
+    /// Completes `batch` for its commit: the states of the items its
+    /// entries touched (the others go back into the cache as they were),
+    /// `applied` and the HLC mark.
+    fn take_items(&mut self, batch: &mut CommitBatch, slots: Vec<Slot>, applied: VersionVector) {
         // A bottom state (e.g. the delete of an item never seen) holds no
         // information and, contexts only growing, never replaces a stored one.
         for s in slots {
@@ -665,15 +702,23 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 None => batch.items.push((s.key, s.state)),
             }
         }
-        batch.applied = applied.clone();
+        batch.applied = applied;
         batch.hlc_mark = self.hlc.high_water();
-        let committed = self.store.commit(&batch);
-        self.settle_items(&mut batch, &committed);
-        committed?;
-        self.applied = applied;
-        Ok(())
     }
 }
+
+/// A commit built against the log's state and not yet made.
+struct Built {
+    /// The batch, without its items' states (see [`Log::take_items`]).
+    batch: CommitBatch,
+    /// The states of the items the batch read.
+    slots: Vec<Slot>,
+    /// The applied vector after the batch.
+    applied: VersionVector,
+}
+
+/// One local change's outcome: its `(seq, hlc)` or why it was refused.
+pub type ChangeOutcome = Result<(Seq, Hlc), ChangeError>;
 
 /// One item's state while a batch changes it.
 struct Slot {

@@ -37,6 +37,16 @@ pub fn key(i: usize) -> ItemKey {
 /// `policies` merge so, the others last-writer-wins) and an item cache of
 /// `cache` bytes.
 pub fn open(region: &str, policies: &[(&str, MergePolicy)], cache: usize) -> MemLog {
+    open_on(region, policies, cache, MemStore::new(Durability::Sync))
+}
+
+/// [`open`] over `store` (e.g. a restart after [`MemStore::crash`]).
+pub fn open_on(
+    region: &str,
+    policies: &[(&str, MergePolicy)],
+    cache: usize,
+    store: MemStore,
+) -> MemLog {
     let table = policies.iter().fold(
         TableSchema::new(TableName::new("carts").expect("table"), attr("pk"), None),
         |schema, (name, policy)| schema.and_then(|s| s.with_policy(attr(name), *policy)),
@@ -47,12 +57,7 @@ pub fn open(region: &str, policies: &[(&str, MergePolicy)], cache: usize) -> Mem
         max_clock_skew: Duration::from_secs(10),
         item_cache_bytes: cache,
     };
-    Log::open(
-        MemStore::new(Durability::Sync),
-        config,
-        ManualClock::new(NOW),
-    )
-    .expect("open")
+    Log::open(store, config, ManualClock::new(NOW)).expect("open")
 }
 
 /// A change of item `k{k}`: operation `op % kinds` of, in order, set

@@ -26,8 +26,10 @@
 //!   read.
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::mpsc;
+
+use foldhash::fast::RandomState;
 
 use super::{Attached, Built, ChangeOutcome, IngestReport, Log};
 use crate::change::Change;
@@ -37,10 +39,13 @@ use crate::store::{CommitBatch, Durability, LogStore, StoreError};
 /// A batch sent to the writer and not yet reported.
 struct InFlight {
     /// Hashes of the item keys it writes.
-    keys: HashSet<u64>,
+    keys: KeyHashes,
     /// Its changes' outcomes.
     outcomes: Vec<ChangeOutcome>,
 }
+
+/// Hashes of item keys (a collision only costs a needless wait).
+type KeyHashes = HashSet<u64, RandomState>;
 
 /// What the writer hands back: the batch and how its commit went.
 type Written = (CommitBatch, Result<(), StoreError>);
@@ -68,7 +73,7 @@ impl<S: LogStore + Clone, C: Clock> Log<S, C> {
     {
         let durable = self.store.durability() == Durability::Sync;
         let store = self.store.clone();
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         std::thread::scope(|scope| {
             // One batch queued behind the one being written: enough to keep
             // the writer busy, and the log's state at most two batches
@@ -92,7 +97,7 @@ impl<S: LogStore + Clone, C: Clock> Log<S, C> {
             let mut failure = None;
             let mut unbuilt = None;
             for (changes, attached) in batches {
-                let keys: HashSet<u64> = changes.iter().map(|c| hasher.hash_one(&c.key)).collect();
+                let keys: KeyHashes = changes.iter().map(|c| hasher.hash_one(&c.key)).collect();
                 // Report what is written; wait for a batch in flight that
                 // writes an item this one reads.
                 while !in_flight.is_empty() {

@@ -665,12 +665,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     /// Commits `built`: its batch with the states of the items its entries
     /// touched; the log's applied vector moves only if the commit succeeded.
     fn commit(&mut self, built: Built) -> Result<(), StoreError> {
-        let Built {
-            mut batch,
-            slots,
-            applied,
-        } = built;
-        self.take_items(&mut batch, slots, applied.clone());
+        let (mut batch, applied) = self.take_items(built);
         let committed = self.store.commit(&batch);
         self.settle_items(&mut batch, &committed);
         committed?;
@@ -678,10 +673,16 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         Ok(())
     }
 
-    /// Completes `batch` for its commit: the states of the items its
-    /// entries touched (the others go back into the cache as they were),
-    /// `applied` and the HLC mark.
-    fn take_items(&mut self, batch: &mut CommitBatch, slots: Vec<Slot>, applied: VersionVector) {
+    /// Completes `built`'s batch for its commit: the states of the items
+    /// its entries touched (the others go back into the cache as they
+    /// were), its applied vector and the HLC mark; returns it with the
+    /// applied vector after it.
+    fn take_items(&mut self, built: Built) -> (CommitBatch, VersionVector) {
+        let Built {
+            mut batch,
+            slots,
+            applied,
+        } = built;
         // A bottom state (e.g. the delete of an item never seen) holds no
         // information and, contexts only growing, never replaces a stored one.
         for s in slots {
@@ -702,8 +703,9 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 None => batch.items.push((s.key, s.state)),
             }
         }
-        batch.applied = applied;
+        batch.applied = applied.clone();
         batch.hlc_mark = self.hlc.high_water();
+        (batch, applied)
     }
 }
 

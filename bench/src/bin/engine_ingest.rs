@@ -262,7 +262,8 @@ fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout
     })
 }
 
-/// The engine's log on a fresh store in `dir`, as the node opens it.
+/// The engine's log on a fresh `store`, as the node opens it, once the
+/// file system is quiet and the peak-RSS mark reset: a phase starts.
 fn open_log<S: LogStore>(store: S) -> Result<Log<S, SystemClock>> {
     let schema = TableSchema::new(table(), attr("pk"), None)?
         .with_policy(attr("qty"), MergePolicy::Counter)?
@@ -273,7 +274,10 @@ fn open_log<S: LogStore>(store: S) -> Result<Log<S, SystemClock>> {
         max_clock_skew: Duration::from_secs(30),
         item_cache_bytes: LogConfig::DEFAULT_ITEM_CACHE_BYTES,
     };
-    Ok(Log::open(store, config, SystemClock)?)
+    let log = Log::open(store, config, SystemClock)?;
+    quiesce()?;
+    reset_peak_rss();
+    Ok(log)
 }
 
 /// Batches per chunk of test data the pipelined phase makes ahead of its
@@ -286,8 +290,6 @@ const PIPELINE_CHUNK: u64 = 100;
 fn engine_pipelined(dir: &Path, args: &Args, keys: u64) -> Result<Phase> {
     let store = Arc::new(RocksStore::open(RocksOptions::new(dir, Durability::Sync))?);
     let mut log = open_log(store)?;
-    quiesce()?;
-    reset_peak_rss();
     let mut elapsed = Duration::ZERO;
     let mut i = 0;
     while i < args.changes {
@@ -323,8 +325,6 @@ fn engine_pipelined(dir: &Path, args: &Args, keys: u64) -> Result<Phase> {
 fn engine(dir: &Path, args: &Args, keys: u64) -> Result<(Phase, RocksStore)> {
     let store = RocksStore::open(RocksOptions::new(dir, Durability::Sync))?;
     let mut log = open_log(store)?;
-    quiesce()?;
-    reset_peak_rss();
     let mut elapsed = Duration::ZERO;
     let mut i = 0;
     while i < args.changes {

@@ -172,12 +172,7 @@ impl<S: LogStore + Clone, C: Clock> Log<S, C> {
     /// already: the applied vector moves, the states of its items leave
     /// the cache with it.
     fn stage(&mut self, built: Built) -> CommitBatch {
-        let Built {
-            mut batch,
-            slots,
-            applied,
-        } = built;
-        self.take_items(&mut batch, slots, applied.clone());
+        let (batch, applied) = self.take_items(built);
         self.applied = applied;
         batch
     }

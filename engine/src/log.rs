@@ -261,6 +261,12 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         crate::store::entries_above(&self.store, &self.applied, have, limit)
     }
 
+    /// True when a commit is durable once it returns (`sync` every batch);
+    /// otherwise after the next [`Log::sync`].
+    fn commits_are_durable(&self) -> bool {
+        self.store.durability() == Durability::Sync
+    }
+
     /// Makes every committed batch durable (group commit).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.store.sync()
@@ -297,7 +303,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         self.commit(built)?;
         Ok(IngestReport {
             outcomes,
-            durable: self.store.durability() == Durability::Sync,
+            durable: self.commits_are_durable(),
         })
     }
 
@@ -399,7 +405,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             duplicates: 0,
             parked: 0,
             stopped: None,
-            durable: self.store.durability() == Durability::Sync,
+            durable: self.commits_are_durable(),
         }))
     }
 
@@ -413,7 +419,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         &mut self,
         batches: Vec<Vec<LogEntry>>,
     ) -> Result<Vec<ApplyReport>, StoreError> {
-        let durable = self.store.durability() == Durability::Sync;
+        let durable = self.commits_are_durable();
         let mut applied = self.applied.clone();
         let mut accepted = Vec::with_capacity(batches.iter().map(Vec::len).sum());
         let taken = self.parked.taken();

@@ -123,7 +123,9 @@ proptest! {
         let total = batches.len();
         // The write that fails is the next one after batch `fail_at` is
         // taken: which batch that is depends on how far the writer got.
+        let taken = std::cell::Cell::new(0usize);
         let source = batches.into_iter().enumerate().map(|(i, b)| {
+            taken.set(i + 1);
             if i == fail_at {
                 store.fail_next_write();
             }
@@ -135,6 +137,7 @@ proptest! {
         let committed: Vec<&IngestReport> = reports.iter().map_while(|r| r.as_ref().ok()).collect();
         let failed = &reports[committed.len()..];
         prop_assert!(failed.iter().all(Result::is_err), "a report after a failure is Ok");
+        prop_assert_eq!(reports.len(), taken.get(), "one report per batch taken");
         if fail_at < total {
             prop_assert!(result.is_err(), "the failure is returned");
             prop_assert!(!failed.is_empty(), "the failed batch is reported");

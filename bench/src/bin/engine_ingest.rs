@@ -281,7 +281,7 @@ fn open_log<S: LogStore>(store: S) -> Result<Log<S, SystemClock>> {
 }
 
 /// Batches per chunk of test data the pipelined phase makes ahead of its
-/// timed part (100 batches of 1,000 changes: ~60 MB).
+/// timed part (its peak RSS includes them).
 const PIPELINE_CHUNK: u64 = 100;
 
 /// The same changes through [`Log::ingest_pipelined`]: each batch still

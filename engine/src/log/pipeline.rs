@@ -34,7 +34,7 @@ use foldhash::fast::RandomState;
 use super::{Attached, Built, ChangeOutcome, IngestReport, Log};
 use crate::change::Change;
 use crate::clock::Clock;
-use crate::store::{CommitBatch, Durability, LogStore, StoreError};
+use crate::store::{CommitBatch, LogStore, StoreError};
 
 /// A batch sent to the writer and not yet reported.
 struct InFlight {
@@ -57,9 +57,10 @@ impl<S: LogStore + Clone, C: Clock> Log<S, C> {
     ///
     /// `reported` gets every batch's outcome, in order, once its commit
     /// returned: its report, or the error of the first commit that failed,
-    /// for that batch and for every batch built after it (none of those
-    /// was written). The call returns after the last report; on a failure
-    /// it stops taking batches from `batches` and returns the error.
+    /// for that batch and for every batch taken after it (none of those
+    /// was written): one report per batch taken from `batches`. The call
+    /// returns after the last report; on a failure it stops taking batches
+    /// and returns the error.
     ///
     /// The store handle is cloned for the writer thread (an
     /// `Arc<RocksStore>` or a [`MemStore`](crate::store::MemStore)).
@@ -71,7 +72,7 @@ impl<S: LogStore + Clone, C: Clock> Log<S, C> {
     where
         I: IntoIterator<Item = (Vec<Change>, Attached)>,
     {
-        let durable = self.store.durability() == Durability::Sync;
+        let durable = self.commits_are_durable();
         let store = self.store.clone();
         let hasher = RandomState::default();
         std::thread::scope(|scope| {
@@ -123,7 +124,10 @@ impl<S: LogStore + Clone, C: Clock> Log<S, C> {
                         self.settle_written(written, batch, durable, &mut failure, &mut reported);
                     }
                 }
-                if failure.is_some() {
+                if let Some(e) = &failure {
+                    // Taken but not built: reported failed, as the batches
+                    // in flight behind the failure are.
+                    reported(Err(e.clone()));
                     break;
                 }
                 match self.build_ingest(&changes, attached) {

@@ -264,6 +264,55 @@ fn a_single_flipped_byte_is_reported_as_corrupt() {
     check_tampered_store(&dir, &items, &entries);
 }
 
+/// Items created by one change point at its log entry. One whose entry is
+/// missing, or that points at another item's entry, is reported as a
+/// corrupt item naming its key; the others still read, and a commit
+/// repairs it.
+#[test]
+fn an_item_whose_entry_is_missing_or_foreign_is_reported_as_corrupt() {
+    let dir = TempDir::new().expect("temp dir");
+    let (k1, k2, k3) = (key("k1"), key("k2"), key("k3"));
+    {
+        let store = open(dir.path(), Durability::Sync);
+        let batch = CommitBatch {
+            entries: vec![entry("a", 1, &k1), entry("a", 2, &k2)],
+            items_from_entries: vec![0, 1],
+            applied: [(region("a"), Seq(2))].into_iter().collect(),
+            ..CommitBatch::default()
+        };
+        store.commit(&batch).expect("commit");
+    }
+    with_raw_db(dir.path(), |db| {
+        db.delete_cf(cf(db, "log"), raw_log_key("a", 1))
+            .expect("delete entry");
+        let items = cf(db, "items");
+        let k2_value = db.get_cf(items, k2.encode()).expect("read").expect("k2");
+        db.put_cf(items, k3.encode(), k2_value)
+            .expect("copy k2 to k3");
+    });
+    let store = open(dir.path(), Durability::Sync);
+    for k in [&k1, &k3] {
+        assert_corrupt(store.item(k), "item", &k.to_string());
+        assert_corrupt(
+            store.items(&[k2.clone(), k.clone()]),
+            "item",
+            &k.to_string(),
+        );
+    }
+    assert_corrupt(store.scan_items(None, None, 10), "item", &k1.to_string());
+    assert_eq!(
+        store.item(&k2).expect("k2 reads from its entry"),
+        Some(entry("a", 2, &k2).delta)
+    );
+    let repaired = state(&k1, &region("b"), &[("status", "repaired")]);
+    let batch = CommitBatch {
+        items: vec![(k1.clone(), repaired.clone())],
+        ..CommitBatch::default()
+    };
+    store.commit(&batch).expect("commits still work");
+    assert_eq!(store.item(&k1).expect("repaired"), Some(repaired));
+}
+
 #[test]
 fn an_undecodable_key_is_reported_as_corrupt() {
     let (dir, items, _) = populated();

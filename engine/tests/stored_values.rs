@@ -3,10 +3,12 @@
 //! and bytes that are not a value of the kind asked for are a typed error
 //! naming the key, never a panic.
 
-use tributary_engine::ids::{Hlc, RegionId, Seq, VersionVector};
+use tributary_engine::ids::{Hlc, RegionId, Seq, TableName, VersionVector};
+use tributary_engine::key::ItemKey;
 use tributary_engine::store::{
     Checkpoint, StoreError, StoredKind, StoredValue, decode_stored, encode_stored, seal_payload,
 };
+use tributary_engine::value::Scalar;
 
 fn vector() -> VersionVector {
     let mut v = VersionVector::new();
@@ -38,6 +40,15 @@ fn stored_values_round_trip() {
         let bytes = encode_stored(&value).expect("encodes");
         assert_eq!(decode_stored(kind, key, &bytes).expect("decodes"), value);
     }
+    // An item that points at the log entry holding its state.
+    let table = TableName::new("orders").expect("table");
+    let item = ItemKey::new(table, Scalar::S("o-1".into()), None).expect("key");
+    let at = StoredValue::ItemAtEntry(RegionId::new("eu-west-1").expect("region"), Seq(77));
+    let bytes = encode_stored(&at).expect("encodes");
+    assert_eq!(
+        decode_stored(StoredKind::Item, &item.encode(), &bytes).expect("decodes"),
+        at
+    );
 }
 
 #[test]

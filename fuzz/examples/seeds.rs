@@ -177,6 +177,15 @@ fn main() {
     );
     write(
         "stored_value",
+        "item-at-entry",
+        &stored(
+            StoredKind::Item,
+            &entries[1].key.encode(),
+            &StoredValue::ItemAtEntry(entries[1].origin.clone(), entries[1].seq),
+        ),
+    );
+    write(
+        "stored_value",
         "vector",
         &stored(
             StoredKind::Vector,

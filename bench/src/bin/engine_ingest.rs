@@ -176,11 +176,13 @@ fn raw_rocksdb(dir: &Path, args: &Args, keys: u64) -> Result<Phase> {
 /// The storage layout a floor phase writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
-    /// The engine's: each change's log entry and its item's state.
+    /// The engine's: each change's log entry, and its item's value as
+    /// stored — for an item created by the change and not written since,
+    /// a pointer at the entry (~20 bytes), else its state.
     Engine,
-    /// A new item's value points at its log entry (32 bytes) instead of
-    /// repeating the delta. Not built, only measured.
-    ItemPointsAtLog,
+    /// Each change's log entry and its item's whole state: the engine's
+    /// layout before items pointed at their entries. Only measured.
+    ItemStateCopy,
     /// A new item's log entry is only its head (64 bytes: origin, seq,
     /// HLC, deps, key) and reads the delta from the item's state. Not
     /// built, only measured.
@@ -193,10 +195,11 @@ enum Layout {
 }
 
 /// Raw RocksDB puts of exactly the bytes the engine wrote (each change's
-/// log entry and its item's final state, read back from the engine's store
-/// and encoded outside the timed part): RocksDB's own cost for the engine's
-/// data volume, i.e. the floor of any engine on this storage layout; or of
-/// a smaller `layout`, with stand-in bytes of the sizes it would write.
+/// log entry and its item's final stored value, read back from the engine's
+/// store and encoded outside the timed part): RocksDB's own cost for the
+/// engine's data volume, i.e. the floor of any engine on this storage
+/// layout; or of another `layout`, with its bytes or stand-ins of their
+/// sizes.
 fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout) -> Result<Phase> {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
@@ -237,8 +240,11 @@ fn raw_engine_bytes(dir: &Path, args: &Args, engine: &RocksStore, layout: Layout
             }
             let (log_key, log_value) = tributary_engine::store::encode_log_record(e)?;
             let (log_value, item_value) = match layout {
-                Layout::Engine => (log_value, state()?),
-                Layout::ItemPointsAtLog => (log_value, vec![0x5a; 32]),
+                Layout::Engine => {
+                    let stored = engine.stored_item(&e.key)?.context("item of an entry")?;
+                    (log_value, tributary_engine::store::encode_stored(&stored)?)
+                }
+                Layout::ItemStateCopy => (log_value, state()?),
                 Layout::LogPointsAtItem => (vec![0x5a; 64], state()?),
                 Layout::BatchIndex => unreachable!("handled above"),
             };
@@ -378,7 +384,7 @@ fn main() -> Result<()> {
         .context("raw puts of the engine's bytes")?;
     let mut smaller = Vec::new();
     for layout in [
-        Layout::ItemPointsAtLog,
+        Layout::ItemStateCopy,
         Layout::LogPointsAtItem,
         Layout::BatchIndex,
     ] {
@@ -420,7 +426,7 @@ fn main() -> Result<()> {
         rate(&pipelined) / rate(&raw)
     );
     println!(
-        "raw puts of engine's bytes  : {:>10.0} changes/s  = {:.2}x raw (2 puts per change: log entry + item state)",
+        "raw puts of engine's bytes  : {:>10.0} changes/s  = {:.2}x raw (2 puts per change: log entry + item value)",
         rate(&floor),
         rate(&floor) / rate(&raw)
     );
@@ -430,13 +436,13 @@ fn main() -> Result<()> {
     );
     for (layout, phase) in &smaller {
         let what = match layout {
-            Layout::ItemPointsAtLog => "log entry + 32-byte item value",
-            Layout::LogPointsAtItem => "64-byte log entry + item state",
-            Layout::BatchIndex => "item state + a per-batch key list: state shipping",
-            Layout::Engine => "log entry + item state",
+            Layout::ItemStateCopy => "log entry + item state: the engine before item pointers",
+            Layout::LogPointsAtItem => "64-byte log entry + item state; not built",
+            Layout::BatchIndex => "item state + a per-batch key list: state shipping; not built",
+            Layout::Engine => "the engine's",
         };
         println!(
-            "floor of layout {layout:?}: {:>10.0} changes/s  = {:.2}x raw ({what}; not built)",
+            "floor of layout {layout:?}: {:>10.0} changes/s  = {:.2}x raw ({what})",
             rate(phase),
             rate(phase) / rate(&raw)
         );
@@ -452,18 +458,33 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    let before = store.approximate_sizes()?;
+    println!(
+        "stored log + items          : {:>10.1} bytes/change ({:.1} log, {:.1} items; new items point at their entries)",
+        (before.log + before.items) as f64 / args.changes as f64,
+        before.log as f64 / args.changes as f64,
+        before.items as f64 / args.changes as f64,
+    );
+    // As if every peer acknowledged everything: the log goes, and items
+    // that pointed at their entries are rewritten with their states.
+    let start = Instant::now();
+    store.truncate(&store.applied()?)?;
+    let truncation = start.elapsed();
+    store.flush()?;
+    store.compact()?;
     let sizes = store.approximate_sizes()?;
+    println!(
+        "truncate the whole log      : {:>10.0} entries/s ({:.2} s, items rewritten with their states)",
+        args.changes as f64 / truncation.as_secs_f64(),
+        truncation.as_secs_f64()
+    );
     let per_item = sizes.items as f64 / items as f64;
     let raw_per_item = payload as f64 / items as f64;
     println!(
-        "stored item state           : {:>10.1} bytes/item vs {:.1} raw payload bytes = {:.2}x (target <= 1.5x)",
+        "stored item state           : {:>10.1} bytes/item vs {:.1} raw payload bytes = {:.2}x (target <= 1.5x; after truncation)",
         per_item,
         raw_per_item,
         per_item / raw_per_item
-    );
-    println!(
-        "stored log                  : {:>10.1} bytes/change (kept until every peer acknowledged)",
-        sizes.log as f64 / args.changes as f64
     );
     let mut exact = 0usize;
     let mut after = None;

@@ -9,7 +9,9 @@
 //! from `quick_cache`).
 //!
 //! Coherence: the [`Log`](super::Log) is the single writer of the store's
-//! items, and it updates the cache only after a commit succeeded. A state is
+//! item states, and it updates the cache only after a commit succeeded (a
+//! truncation rewrites items that point at their log entries, but only
+//! how their states are stored, never the states). A state is
 //! *taken* out while a batch merges into it and put back after the commit;
 //! a failed read or commit forgets what was taken, so the next batch reads
 //! the store again. An item first written (its state is its first delta) is

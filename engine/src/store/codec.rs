@@ -11,6 +11,16 @@
 //! A single changed byte anywhere in a value is always detected (CRC-32
 //! catches every burst error of up to 32 bits).
 //!
+//! Two values start with another byte than the version:
+//! - an item created by one change, and not written since, is stored as
+//!   [`ITEM_AT_ENTRY`] and the `(origin, seq)` of that change's log entry,
+//!   whose delta is the item's whole state (one copy of it, not two); the
+//!   stores read such an item through to its entry;
+//! - that entry is stored as [`ENTRY_HOLDING_ITEM`] (otherwise as a
+//!   version-1 entry), so a truncation finds the items it must rewrite
+//!   with their states before their entries go
+//!   ([`item_rewrite_before_truncation`]) without reading every item.
+//!
 //! # Keys
 //!
 //! - `log`: `[origin len u8][origin bytes][seq u64 BE]`. Length-prefixing
@@ -38,8 +48,20 @@ use crate::crdt::{ItemState, Writer, read_compact, read_compact_sharing, write_c
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 
-/// The version byte written in front of every value.
+/// The version byte written in front of every value (but the two below).
 pub(crate) const FORMAT_VERSION: u8 = 1;
+
+/// The first byte of a log entry whose item points at it (the entry
+/// created the item, see [`ITEM_AT_ENTRY`]); the rest is as under
+/// [`FORMAT_VERSION`]. Truncation reads the items of these entries only.
+pub(crate) const ENTRY_HOLDING_ITEM: u8 = 2;
+
+/// The first byte of an item value that points at the log entry holding
+/// its state: an item created by one change keeps no second copy of that
+/// change's delta, which is its whole state. The payload is the entry's
+/// origin and seq. Truncation rewrites such an item with its state before
+/// the entry goes.
+pub(crate) const ITEM_AT_ENTRY: u8 = 3;
 
 /// The largest encoded value the stores accept (envelope included). Items
 /// are bounded far below this by DynamoDB's 400 KB rule; the limit guards
@@ -113,8 +135,18 @@ fn envelope(
     out: &mut Vec<u8>,
     payload: impl FnOnce(&mut Vec<u8>) -> postcard::Result<()>,
 ) -> Result<(), StoreError> {
+    envelope_as(FORMAT_VERSION, what, out, payload)
+}
+
+/// [`envelope`] with `first` for the version byte.
+fn envelope_as(
+    first: u8,
+    what: &'static str,
+    out: &mut Vec<u8>,
+    payload: impl FnOnce(&mut Vec<u8>) -> postcard::Result<()>,
+) -> Result<(), StoreError> {
     out.clear();
-    out.push(FORMAT_VERSION);
+    out.push(first);
     payload(out).map_err(|e| {
         // Our types always serialize; this would be a programming error in
         // a Serialize impl, which the node cannot fix by retrying.
@@ -181,7 +213,22 @@ fn decode_with<T>(
     bytes: &[u8],
     read: impl FnOnce(&[u8]) -> Result<(T, &[u8]), String>,
 ) -> Result<T, StoreError> {
-    let reason = match open_envelope(bytes).map(read) {
+    decode_as(&[FORMAT_VERSION], what, key, bytes, |_, payload| {
+        read(payload)
+    })
+}
+
+/// [`decode_with`] for values whose first byte is one of `firsts`, which
+/// `read` is given with the payload.
+fn decode_as<T>(
+    firsts: &[u8],
+    what: &'static str,
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+    read: impl FnOnce(u8, &[u8]) -> Result<(T, &[u8]), String>,
+) -> Result<T, StoreError> {
+    let opened = open_envelope_as(firsts, bytes);
+    let reason = match opened.map(|(first, payload)| read(first, payload)) {
         Ok(Ok((value, []))) => return Ok(value),
         Ok(Ok((_, rest))) => format!("{} trailing bytes after the value", rest.len()),
         Ok(Err(e)) => format!("payload does not decode: {e}"),
@@ -194,9 +241,10 @@ fn decode_with<T>(
     })
 }
 
-/// The payload of a value written by [`envelope`], its length, checksum and
-/// format version checked; or what is wrong with it.
-fn open_envelope(bytes: &[u8]) -> Result<&[u8], String> {
+/// The first byte and payload of a value written by [`envelope_as`], its
+/// length, checksum and first byte (one of `firsts`) checked; or what is
+/// wrong with it.
+fn open_envelope_as<'a>(firsts: &[u8], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), String> {
     if bytes.len() < ENVELOPE_BYTES {
         return Err(format!(
             "{} bytes is shorter than the envelope",
@@ -212,12 +260,12 @@ fn open_envelope(bytes: &[u8]) -> Result<&[u8], String> {
         ));
     }
     let (version, payload) = (body[0], &body[1..]);
-    if version != FORMAT_VERSION {
+    if !firsts.contains(&version) {
         return Err(format!(
-            "unknown format version {version} (this build reads {FORMAT_VERSION})"
+            "unknown format version {version} (this build reads {firsts:?} here)"
         ));
     }
-    Ok(payload)
+    Ok((version, payload))
 }
 
 /// Bytes as printable text, for keys that do not decode.
@@ -310,16 +358,27 @@ pub(crate) fn decode_log_key(bytes: &[u8]) -> Result<(RegionId, Seq), StoreError
 /// [`LogEntry`] as it grows.
 pub(crate) fn encode_entry(entry: &LogEntry) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(256);
-    encode_entry_into(entry, &mut out)?;
+    encode_entry_into(entry, false, &mut out)?;
     Ok(out)
 }
 
+/// The first bytes a log entry's value may start with.
+const ENTRY_FIRSTS: [u8; 2] = [FORMAT_VERSION, ENTRY_HOLDING_ITEM];
+
 /// [`encode_entry`] into `out` (replacing its contents): the bytes
-/// `postcard` gives for the entry, written field by field. Returns where
-/// the delta's encoding starts in `out` (it runs to the checksum).
-fn encode_entry_into(entry: &LogEntry, out: &mut Vec<u8>) -> Result<usize, StoreError> {
-    let mut delta_at = 0;
-    envelope("log entry", out, |out| {
+/// `postcard` gives for the entry, written field by field, marked with
+/// [`ENTRY_HOLDING_ITEM`] if `holds_item`.
+fn encode_entry_into(
+    entry: &LogEntry,
+    holds_item: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let first = if holds_item {
+        ENTRY_HOLDING_ITEM
+    } else {
+        FORMAT_VERSION
+    };
+    envelope_as(first, "log entry", out, |out| {
         let mut w = Writer(out);
         w.str(entry.origin.as_str());
         w.u64(entry.seq.0);
@@ -330,10 +389,8 @@ fn encode_entry_into(entry: &LogEntry, out: &mut Vec<u8>) -> Result<usize, Store
             w.u64(seq.0);
         }
         w.serde(&entry.key)?;
-        delta_at = out.len();
         write_compact(&entry.delta, out)
-    })?;
-    Ok(delta_at)
+    })
 }
 
 /// Decodes the value stored at `(origin, seq)`.
@@ -343,7 +400,7 @@ pub(crate) fn decode_entry(
     bytes: &[u8],
 ) -> Result<LogEntry, StoreError> {
     let name = || format!("{origin}/{seq}");
-    let entry = decode_with("log entry", name, bytes, |payload| {
+    let entry = decode_as(&ENTRY_FIRSTS, "log entry", name, bytes, |_, payload| {
         let (head, rest) =
             postcard::take_from_bytes::<EntryHead>(payload).map_err(|e| e.to_string())?;
         let (delta, rest) = read_compact(rest)?;
@@ -392,7 +449,7 @@ pub(crate) fn decode_encoded_entry(
         key: format!("{origin}/{seq}"),
         reason,
     };
-    let payload = open_envelope(bytes).map_err(corrupt)?;
+    let (_, payload) = open_envelope_as(&ENTRY_FIRSTS, bytes).map_err(corrupt)?;
     let (head, delta) = postcard::take_from_bytes::<EntryHead>(payload)
         .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
     if head.origin != origin || head.seq != seq {
@@ -435,9 +492,146 @@ fn encode_item_into(state: &ItemState, out: &mut Vec<u8>) -> Result<(), StoreErr
     envelope("item", out, |out| write_compact(state, out))
 }
 
-/// Decodes the item state stored at `key`.
-pub(crate) fn decode_item(key: &ItemKey, bytes: &[u8]) -> Result<ItemState, StoreError> {
-    decode_state("item", || key.to_string(), bytes, &[])
+/// An item's stored value, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoredItem {
+    /// The item's state.
+    State(ItemState),
+    /// The item's state is the delta of the log entry `(origin, seq)`.
+    AtEntry(RegionId, Seq),
+}
+
+/// Decodes the value stored at item `key`: a state, or where it is.
+pub(crate) fn decode_stored_item(key: &ItemKey, bytes: &[u8]) -> Result<StoredItem, StoreError> {
+    let firsts = [FORMAT_VERSION, ITEM_AT_ENTRY];
+    decode_as(
+        &firsts,
+        "item",
+        || key.to_string(),
+        bytes,
+        |first, payload| {
+            if first == ITEM_AT_ENTRY {
+                let ((origin, seq), rest) = postcard::take_from_bytes::<(RegionId, Seq)>(payload)
+                    .map_err(|e| e.to_string())?;
+                Ok((StoredItem::AtEntry(origin, seq), rest))
+            } else {
+                let (state, rest) = read_compact_sharing(payload, &[])?;
+                Ok((StoredItem::State(state), rest))
+            }
+        },
+    )
+}
+
+/// Encodes the value of an item whose state is the delta of the log entry
+/// `(origin, seq)` into `out` (replacing its contents).
+pub(crate) fn encode_item_at(
+    origin: &RegionId,
+    seq: Seq,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    envelope_as(ITEM_AT_ENTRY, "item", out, |out| {
+        let mut w = Writer(out);
+        w.str(origin.as_str());
+        w.u64(seq.0);
+        Ok(())
+    })
+}
+
+/// What reading an item's state found.
+#[derive(Debug)]
+pub(crate) enum ItemRead {
+    /// The state.
+    State(ItemState),
+    /// The item points at the log entry `(origin, seq)`, which is not in
+    /// the log. A truncation that removes an entry rewrites the item that
+    /// points at it in the same atomic write, so a reader that raced one
+    /// reads the item again; a second `Gone` is [`ItemRead::into_state`]'s
+    /// error.
+    Gone(RegionId, Seq),
+}
+
+impl ItemRead {
+    /// The state, or the error of an item whose entry is gone.
+    pub(crate) fn into_state(self, key: &ItemKey) -> Result<ItemState, StoreError> {
+        match self {
+            ItemRead::State(state) => Ok(state),
+            ItemRead::Gone(origin, seq) => Err(StoreError::Corrupt {
+                what: "item",
+                key: key.to_string(),
+                reason: format!("points at log entry {origin}/{seq}, which is not in the log"),
+            }),
+        }
+    }
+}
+
+/// Reads the state of the item stored at `key` as `bytes`: the value
+/// itself, or the delta of the log entry it points at, read with `entry`
+/// (given the entry's log key).
+pub(crate) fn read_item<V: AsRef<[u8]>>(
+    key: &ItemKey,
+    bytes: &[u8],
+    entry: impl FnOnce(&[u8]) -> Result<Option<V>, StoreError>,
+) -> Result<ItemRead, StoreError> {
+    let (origin, seq) = match decode_stored_item(key, bytes)? {
+        StoredItem::State(state) => return Ok(ItemRead::State(state)),
+        StoredItem::AtEntry(origin, seq) => (origin, seq),
+    };
+    let Some(value) = entry(&log_key(&origin, seq))? else {
+        return Ok(ItemRead::Gone(origin, seq));
+    };
+    let held = decode_entry(origin, seq, value.as_ref())?;
+    if held.key != *key {
+        return Err(StoreError::Corrupt {
+            what: "item",
+            key: key.to_string(),
+            reason: format!(
+                "points at log entry {}/{}, which holds item {}",
+                held.origin, held.seq, held.key
+            ),
+        });
+    }
+    Ok(ItemRead::State(held.delta))
+}
+
+/// The write a truncation owes the item of the log entry stored as
+/// `(log_key, value)` before the entry goes: when the entry holds its
+/// item's state ([`ENTRY_HOLDING_ITEM`]) and the item, its value read with
+/// `item` (given the item's key), still points at the entry, the item's
+/// state as its own value — the entry's delta bytes, sealed. Entries that
+/// hold no item cost one byte's look.
+pub(crate) fn item_rewrite_before_truncation<V: AsRef<[u8]>>(
+    log_key: &[u8],
+    value: &[u8],
+    item: impl FnOnce(&[u8]) -> Result<Option<V>, StoreError>,
+) -> Result<Option<Put>, StoreError> {
+    if value.first() != Some(&ENTRY_HOLDING_ITEM) {
+        return Ok(None);
+    }
+    let (origin, seq) = decode_log_key(log_key)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        what: "log entry",
+        key: format!("{origin}/{seq}"),
+        reason,
+    };
+    let (_, payload) = open_envelope_as(&[ENTRY_HOLDING_ITEM], value).map_err(corrupt)?;
+    let (head, delta) = postcard::take_from_bytes::<EntryHead>(payload)
+        .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
+    let item_key = head.key.encode();
+    let Some(stored) = item(&item_key)? else {
+        return Ok(None);
+    };
+    let stored = stored.as_ref();
+    if stored.first() != Some(&ITEM_AT_ENTRY) {
+        return Ok(None); // rewritten since: its own state
+    }
+    Ok(match decode_stored_item(&head.key, stored)? {
+        StoredItem::AtEntry(o, s) if o == origin && s == seq => Some(Put {
+            cf: Cf::Items,
+            key: item_key,
+            value: seal(delta),
+        }),
+        _ => None,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -672,13 +866,6 @@ pub(crate) fn encoded_entry_from_kv(key: &[u8], value: &[u8]) -> Result<EncodedE
     decode_encoded_entry(origin, seq, value)
 }
 
-/// An item from its stored key and value.
-pub(crate) fn item_from_kv(key: &[u8], value: &[u8]) -> Result<(ItemKey, ItemState), StoreError> {
-    let key = decode_item_key(key)?;
-    let state = decode_item(&key, value)?;
-    Ok((key, state))
-}
-
 /// A dead letter from its stored key and value.
 pub(crate) fn dead_letter_from_kv(
     key: &[u8],
@@ -796,16 +983,11 @@ pub(crate) fn commit_writes(
     for (entry, shared) in batch.entries.iter().zip(shared) {
         key.clear();
         log_key_into(&entry.origin, entry.seq, &mut key);
-        let delta_at = encode_entry_into(entry, &mut value)?;
+        encode_entry_into(entry, shared, &mut value)?;
         put(Cf::Log, &key, &value)?;
         if shared {
-            // The entry's value ends with the delta's encoding: the item's
-            // is the same bytes in their own envelope.
-            let delta = &value[delta_at..value.len() - 4];
-            envelope("item", &mut item_value, |out| {
-                out.extend_from_slice(delta);
-                Ok(())
-            })?;
+            // The entry's delta is the item's state: the item points at it.
+            encode_item_at(&entry.origin, entry.seq, &mut item_value)?;
             key.clear();
             entry.key.encode_into(&mut key);
             put(Cf::Items, &key, &item_value)?;
@@ -899,6 +1081,22 @@ pub(crate) struct TruncatePlan {
     pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
     /// The raised truncation vector and its encoding, when it changed.
     pub log_start: Option<(VersionVector, Vec<u8>)>,
+}
+
+/// The first step of a truncation up to `upto` from `log_start`: per
+/// origin, at most `entries` more.
+#[cfg(feature = "rocksdb")]
+pub(crate) fn truncation_step(
+    upto: &VersionVector,
+    log_start: &VersionVector,
+    entries: u64,
+) -> VersionVector {
+    upto.iter()
+        .map(|(origin, want)| {
+            let most = Seq(log_start.get(origin).0.saturating_add(entries));
+            (origin.clone(), want.min(most))
+        })
+        .collect()
 }
 
 /// Plans a truncation up to `upto`, clamped to `applied`, above the

@@ -91,6 +91,21 @@ impl Image {
         }
     }
 
+    /// The state of the item at `key`, read through to its log entry if it
+    /// points at one.
+    fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError> {
+        self.get(Cf::Items, &key.encode())
+            .map(|b| self.item_state(key, b))
+            .transpose()
+    }
+
+    /// The state of the item stored at `key` as `bytes`.
+    fn item_state(&self, key: &ItemKey, bytes: &[u8]) -> Result<ItemState, StoreError> {
+        // One image: an entry an item points at is there, or the item is
+        // corrupt.
+        codec::read_item(key, bytes, |k| Ok(self.get(Cf::Log, k)))?.into_state(key)
+    }
+
     fn meta(&self, key: &str) -> Option<&[u8]> {
         self.get(Cf::Meta, key.as_bytes())
     }
@@ -273,25 +288,12 @@ impl LogStore for MemStore {
     }
 
     fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError> {
-        let state = self.read("read item")?;
-        state
-            .current
-            .get(Cf::Items, &key.encode())
-            .map(|b| codec::decode_item(key, b))
-            .transpose()
+        self.read("read item")?.current.item(key)
     }
 
     fn items(&self, keys: &[ItemKey]) -> Result<Vec<Option<ItemState>>, StoreError> {
         let state = self.read("read items")?;
-        keys.iter()
-            .map(|key| {
-                state
-                    .current
-                    .get(Cf::Items, &key.encode())
-                    .map(|b| codec::decode_item(key, b))
-                    .transpose()
-            })
-            .collect()
+        keys.iter().map(|key| state.current.item(key)).collect()
     }
 
     fn scan_items(
@@ -302,9 +304,12 @@ impl LogStore for MemStore {
     ) -> Result<Vec<(ItemKey, ItemState)>, StoreError> {
         let state = self.read("scan items")?;
         let range = codec::scan_range(table, after);
-        state
-            .current
-            .collect(Cf::Items, &range, limit, codec::item_from_kv)
+        let image = &state.current;
+        image.collect(Cf::Items, &range, limit, |k, v| {
+            let key = codec::decode_item_key(k)?;
+            let item = image.item_state(&key, v)?;
+            Ok((key, item))
+        })
     }
 
     fn entries(
@@ -337,19 +342,21 @@ impl LogStore for MemStore {
             let applied = img.vector("applied vector", codec::META_APPLIED)?;
             let start = img.vector("log start vector", codec::META_LOG_START)?;
             let plan = codec::truncate_plan(upto, &applied, &start)?;
-            let mut writes: Vec<Write> = plan
-                .ranges
-                .into_iter()
-                .map(|(start, end)| {
-                    Write::DeleteRange(
-                        Cf::Log,
-                        KeyRange {
-                            start,
-                            end: Some(end),
-                        },
-                    )
-                })
-                .collect();
+            let mut writes = Vec::new();
+            for (start, end) in plan.ranges {
+                let range = KeyRange {
+                    start,
+                    end: Some(end),
+                };
+                // Items that point at entries about to go get their states.
+                for (k, v) in img.range(Cf::Log, &range) {
+                    let rewrite = codec::item_rewrite_before_truncation(k, v, |item| {
+                        Ok(img.get(Cf::Items, item))
+                    })?;
+                    writes.extend(rewrite.map(Write::Put));
+                }
+                writes.push(Write::DeleteRange(Cf::Log, range));
+            }
             if let Some((_, bytes)) = plan.log_start {
                 writes.push(Write::Put(Put {
                     cf: Cf::Meta,
@@ -452,11 +459,7 @@ impl LogStore for MemStore {
     ) -> Result<(Option<ItemState>, Option<Vec<u8>>), StoreError> {
         // One lock: no commit lands between the two reads.
         let state = self.read("read item and side state")?;
-        let item = state
-            .current
-            .get(Cf::Items, &key.encode())
-            .map(|b| codec::decode_item(key, b))
-            .transpose()?;
+        let item = state.current.item(key)?;
         let value = state
             .current
             .get(Cf::Side, side)

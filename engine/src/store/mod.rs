@@ -152,7 +152,8 @@ pub fn decode_item_state_sharing(
 pub enum StoredKind {
     /// A log entry, under its `(origin, seq)` key.
     LogEntry,
-    /// An item's merged state, under its item key.
+    /// An item's merged state, or where it is ([`StoredValue::ItemAtEntry`]),
+    /// under its item key.
     Item,
     /// A version vector (applied, log start, a peer's acknowledged).
     Vector,
@@ -186,6 +187,10 @@ pub enum StoredValue {
     LogEntry(LogEntry),
     /// See [`StoredKind::Item`].
     Item(ItemState),
+    /// An item whose state is the delta of the log entry `(origin, seq)`
+    /// (an item created by that entry and not written since; the stores
+    /// read the state from the entry). Stored under the item's key.
+    ItemAtEntry(RegionId, Seq),
     /// See [`StoredKind::Vector`].
     Vector(VersionVector),
     /// See [`StoredKind::Hlc`].
@@ -215,7 +220,7 @@ pub fn decode_stored(
         }
         StoredKind::Item => {
             let key = codec::decode_item_key(key)?;
-            StoredValue::Item(codec::decode_item(&key, value)?)
+            stored_item_value(&key, value)?
         }
         StoredKind::Vector => StoredValue::Vector(codec::decode_vector(
             "version vector",
@@ -234,12 +239,26 @@ pub fn decode_stored(
     })
 }
 
+/// Decodes the value stored under item `key`: [`StoredValue::Item`] or
+/// [`StoredValue::ItemAtEntry`].
+pub(crate) fn stored_item_value(key: &ItemKey, value: &[u8]) -> Result<StoredValue, StoreError> {
+    Ok(match codec::decode_stored_item(key, value)? {
+        codec::StoredItem::State(state) => StoredValue::Item(state),
+        codec::StoredItem::AtEntry(origin, seq) => StoredValue::ItemAtEntry(origin, seq),
+    })
+}
+
 /// Encodes a value as the stores write it (the inverse of
 /// [`decode_stored`] for the value; its key is unchanged).
 pub fn encode_stored(value: &StoredValue) -> Result<Vec<u8>, StoreError> {
     match value {
         StoredValue::LogEntry(entry) => codec::encode_entry(entry),
         StoredValue::Item(state) => codec::encode_item(state),
+        StoredValue::ItemAtEntry(origin, seq) => {
+            let mut out = Vec::new();
+            codec::encode_item_at(origin, *seq, &mut out)?;
+            Ok(out)
+        }
         StoredValue::Vector(v) => codec::encode_vector("version vector", v),
         StoredValue::Hlc(hlc) => codec::encode_hlc(*hlc),
         StoredValue::Checkpoint(c) => codec::encode_checkpoint(c),
@@ -280,9 +299,11 @@ pub struct CommitBatch {
     /// Items whose new state is exactly the delta of one of `entries`
     /// (typically an item written for the first time), by index into
     /// `entries`: written under the entry's key with the entry's delta as
-    /// state, as if listed in `items`, without a second copy of the state.
-    /// An item is in `items` or here, not both; an index beyond `entries`
-    /// fails the commit.
+    /// state, as if listed in `items`, without a second copy of the state:
+    /// the stored item points at the entry, and reads go through to it
+    /// until the item is written again or the entry truncated (which
+    /// rewrites the item with its state). An item is in `items` or here,
+    /// not both; an index beyond `entries` fails the commit.
     pub items_from_entries: Vec<usize>,
     /// The applied vector after this batch, joined (pointwise maximum)
     /// into the stored one: the applied vector never goes backwards, and a
@@ -423,6 +444,12 @@ pub trait LogStore: Send + Sync {
 
     /// Removes, per origin, the entries with `seq ≤ upto[origin]` (never
     /// beyond the applied vector) and raises [`LogStore::log_start`].
+    /// Items stored as pointers at removed entries (see
+    /// [`CommitBatch::items_from_entries`]) are rewritten with their
+    /// states in the same atomic write as the removal, so every item reads
+    /// the same before, during and after. A store may truncate in several
+    /// such writes (each raising `log_start`); a failure or crash between
+    /// them leaves a shorter truncation, which a later call continues.
     fn truncate(&self, upto: &VersionVector) -> Result<(), StoreError>;
 
     /// What `peer` acknowledged (empty if never).

@@ -25,10 +25,10 @@ use rocksdb::{
     Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use super::codec::{self, Cf, KeyRange, Put};
+use super::codec::{self, Cf, ItemRead, KeyRange, Put};
 use super::{
     Checkpoint, CommitBatch, DeadLetter, DeadLetterId, Durability, EncodedEntry, LogStore,
-    StoreError,
+    StoreError, StoredValue,
 };
 use crate::change::LogEntry;
 use crate::crdt::ItemState;
@@ -210,6 +210,28 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Compacts every column family whole, so that overwritten and
+    /// deleted values (truncated entries, items rewritten by a truncation)
+    /// leave the disk and [`RocksStore::approximate_sizes`] counts live
+    /// data. Runs on the calling thread; takes as long as rewriting the
+    /// database.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        for cf in Cf::ALL {
+            self.db
+                .compact_range_cf(self.cf(cf)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// The value stored under item `key` as it lies, decoded: the item's
+    /// state, or the log entry holding it ([`StoredValue::ItemAtEntry`]).
+    /// For tools and benchmarks; readers want [`LogStore::item`].
+    pub fn stored_item(&self, key: &ItemKey) -> Result<Option<StoredValue>, StoreError> {
+        self.get("read item", Cf::Items, &key.encode())?
+            .map(|bytes| super::stored_item_value(key, &bytes))
+            .transpose()
+    }
+
     /// Approximate bytes per column family (see [`StoreSizes`]).
     pub fn approximate_sizes(&self) -> Result<StoreSizes, StoreError> {
         let size = |cf: Cf| -> Result<u64, StoreError> {
@@ -337,8 +359,27 @@ impl RocksStore {
         decode: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        if range.is_empty() || limit == 0 {
+        if limit == 0 {
             return Ok(out);
+        }
+        self.each(op, cf, range, |k, v| {
+            out.push(decode(k, v)?);
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with each pair of `range` in key order, while it
+    /// returns `Ok(true)`.
+    fn each(
+        &self,
+        op: &'static str,
+        cf: Cf,
+        range: &KeyRange,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if range.is_empty() {
+            return Ok(());
         }
         let mut opts = ReadOptions::default();
         if let Some(end) = &range.end {
@@ -346,17 +387,39 @@ impl RocksStore {
         }
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
         it.seek(&range.start);
-        while out.len() < limit && it.valid() {
+        while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            out.push(decode(k, v)?);
+            if !visit(k, v)? {
+                return Ok(());
+            }
             it.next();
         }
-        it.status().map_err(|e| backend(op, e))?;
-        Ok(out)
+        it.status().map_err(|e| backend(op, e))
+    }
+
+    /// The state of the item stored at `key` as `bytes`, read through to
+    /// its log entry if it points at one.
+    fn item_state(&self, key: &ItemKey, bytes: &[u8]) -> Result<ItemState, StoreError> {
+        let entry = |k: &[u8]| self.get("read log entry", Cf::Log, k);
+        match codec::read_item(key, bytes, entry)? {
+            ItemRead::State(state) => Ok(state),
+            gone @ ItemRead::Gone(..) => {
+                // A truncation removed the entry after the item was read,
+                // rewriting the item in the same write: read it again.
+                match self.get("read item", Cf::Items, &key.encode())? {
+                    Some(again) => codec::read_item(key, &again, entry)?.into_state(key),
+                    None => gone.into_state(key),
+                }
+            }
+        }
     }
 }
+
+/// The most entries per origin one truncation step removes (see
+/// [`RocksStore`]'s `truncate`).
+const TRUNCATE_STEP_ENTRIES: u64 = 4096;
 
 impl LogStore for RocksStore {
     fn durability(&self) -> Durability {
@@ -399,7 +462,7 @@ impl LogStore for RocksStore {
 
     fn item(&self, key: &ItemKey) -> Result<Option<ItemState>, StoreError> {
         self.get("read item", Cf::Items, &key.encode())?
-            .map(|bytes| codec::decode_item(key, &bytes))
+            .map(|bytes| self.item_state(key, &bytes))
             .transpose()
     }
 
@@ -426,7 +489,7 @@ impl LogStore for RocksStore {
             .map(|(key, value)| {
                 value
                     .map_err(|e| backend("read items", e))?
-                    .map(|bytes| codec::decode_item(key, &bytes))
+                    .map(|bytes| self.item_state(key, &bytes))
                     .transpose()
             })
             .collect()
@@ -439,7 +502,11 @@ impl LogStore for RocksStore {
         limit: usize,
     ) -> Result<Vec<(ItemKey, ItemState)>, StoreError> {
         let range = codec::scan_range(table, after);
-        self.collect("scan items", Cf::Items, &range, limit, codec::item_from_kv)
+        self.collect("scan items", Cf::Items, &range, limit, |k, v| {
+            let key = codec::decode_item_key(k)?;
+            let item = self.item_state(&key, v)?;
+            Ok((key, item))
+        })
     }
 
     fn entries(
@@ -469,22 +536,36 @@ impl LogStore for RocksStore {
     }
 
     fn truncate(&self, upto: &VersionVector) -> Result<(), StoreError> {
-        let _guard = self.begin_write("truncate log")?;
-        let applied = self.applied()?;
-        let start = self.log_start()?;
-        let plan = codec::truncate_plan(upto, &applied, &start)?;
-        let mut wb = WriteBatch::default();
-        let log = self.cf(Cf::Log)?;
-        for (from, to) in &plan.ranges {
-            wb.delete_range_cf(log, from, to);
-        }
-        if let Some((_, bytes)) = &plan.log_start {
+        // In steps, each one atomic write under the writer lock: commits
+        // wait for one step's item rewrites, never for a whole backlog's.
+        loop {
+            let _guard = self.begin_write("truncate log")?;
+            let applied = self.applied()?;
+            let start = self.log_start()?;
+            let step = codec::truncation_step(upto, &start, TRUNCATE_STEP_ENTRIES);
+            let plan = codec::truncate_plan(&step, &applied, &start)?;
+            let mut wb = WriteBatch::default();
+            let (log, items) = (self.cf(Cf::Log)?, self.cf(Cf::Items)?);
+            for (from, to) in &plan.ranges {
+                let range = KeyRange {
+                    start: from.clone(),
+                    end: Some(to.clone()),
+                };
+                self.each("read log entries", Cf::Log, &range, |k, v| {
+                    let item = |key: &[u8]| self.get("read item", Cf::Items, key);
+                    if let Some(put) = codec::item_rewrite_before_truncation(k, v, item)? {
+                        wb.put_cf(items, &put.key, &put.value);
+                    }
+                    Ok(true)
+                })?;
+                wb.delete_range_cf(log, from, to);
+            }
+            let Some((_, bytes)) = &plan.log_start else {
+                return Ok(()); // nothing left to remove
+            };
             wb.put_cf(self.cf(Cf::Meta)?, codec::META_LOG_START, bytes);
+            self.write("truncate log", wb)?;
         }
-        if wb.is_empty() {
-            return Ok(());
-        }
-        self.write("truncate log", wb)
     }
 
     fn acked(&self, peer: &RegionId) -> Result<VersionVector, StoreError> {
@@ -590,10 +671,19 @@ impl LogStore for RocksStore {
         side: &[u8],
     ) -> Result<(Option<ItemState>, Option<Vec<u8>>), StoreError> {
         let snapshot = self.db.snapshot();
+        let log = self.cf(Cf::Log)?;
         let item = snapshot
             .get_cf(self.cf(Cf::Items)?, key.encode())
             .map_err(|e| backend("read item", e))?
-            .map(|bytes| codec::decode_item(key, &bytes))
+            .map(|bytes| {
+                // One snapshot: an entry the item points at is in it.
+                let entry = |k: &[u8]| {
+                    snapshot
+                        .get_cf(log, k)
+                        .map_err(|e| backend("read log entry", e))
+                };
+                codec::read_item(key, &bytes, entry)?.into_state(key)
+            })
             .transpose()?;
         let value = snapshot
             .get_cf(self.cf(Cf::Side)?, side)

@@ -43,7 +43,7 @@ pub use offsets::{
 };
 pub use reads::{
     entries_are_ordered_per_origin, items_read_and_scan_in_key_order,
-    truncate_removes_a_prefix_up_to_applied,
+    truncate_removes_a_prefix_up_to_applied, truncation_keeps_items_from_entries,
 };
 pub use writes::{
     applied_and_hlc_never_go_backwards, commit_is_atomic_and_visible,
@@ -102,6 +102,7 @@ macro_rules! store_conformance_tests {
             buffered_writes_survive_crash_once_synced,
             concurrent_readers_see_whole_batches,
             items_from_entries_are_written_as_their_deltas,
+            truncation_keeps_items_from_entries,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -132,4 +133,5 @@ pub fn run_all<H: StoreHarness>(h: &mut H) {
     buffered_writes_survive_crash_once_synced(h);
     concurrent_readers_see_whole_batches(h);
     items_from_entries_are_written_as_their_deltas(h);
+    truncation_keeps_items_from_entries(h);
 }

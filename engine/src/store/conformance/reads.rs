@@ -320,3 +320,89 @@ pub fn truncate_removes_a_prefix_up_to_applied<H: StoreHarness>(h: &mut H) {
     );
     assert_eq!(ok(store.log_start(), "log start").get(&a), Seq(11));
 }
+
+/// Items created from their entries (`items_from_entries`) read as those
+/// entries' deltas after the entries are truncated: while readers read
+/// them, in scans, and after a reopen. An item written since keeps its
+/// newer state. Crosses several truncation steps of a store that truncates
+/// in steps.
+pub fn truncation_keeps_items_from_entries<H: StoreHarness>(h: &mut H) {
+    const N: u64 = 9_000;
+    const KEPT: u64 = 100;
+    let store = h.open(Durability::Buffered);
+    let entries: Vec<LogEntry> = (1..=N).map(|seq| entry("a", seq)).collect();
+    let batch = CommitBatch {
+        entries: entries.clone(),
+        items_from_entries: (0..entries.len()).collect(),
+        applied: vv(&[("a", N)]),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&batch), "commit");
+    let rewritten = &entries[1].key;
+    let newer = state(
+        rewritten,
+        &region("b"),
+        Hlc::new(99_999, 0),
+        &[("name", "y")],
+    );
+    let overwrite = CommitBatch {
+        items: vec![(rewritten.clone(), newer.clone())],
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&overwrite), "overwrite an item");
+    let mut expected: BTreeMap<ItemKey, ItemState> = entries
+        .iter()
+        .map(|e| (e.key.clone(), e.delta.clone()))
+        .collect();
+    expected.insert(rewritten.clone(), newer);
+    let sample: Vec<ItemKey> = expected.keys().step_by(97).cloned().collect();
+    let sampled: Vec<Option<ItemState>> = sample.iter().map(|k| expected.get(k).cloned()).collect();
+    let check = |store: &H::Store, when: &str| {
+        let scanned: BTreeMap<ItemKey, ItemState> =
+            ok(store.scan_items(None, None, usize::MAX), "scan")
+                .into_iter()
+                .collect();
+        assert!(
+            scanned == expected,
+            "{when}: a scan must read every item's state"
+        );
+        assert_eq!(ok(store.items(&sample), "items"), sampled, "{when}: items");
+        assert_eq!(
+            ok(store.item(rewritten), "item").as_ref(),
+            expected.get(rewritten),
+            "{when}: the item written since keeps its own state"
+        );
+    };
+    check(&store, "before truncation");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (store, done, sample, sampled) = (&store, &done, &sample, &sampled);
+        scope.spawn(move || {
+            let mut reads = 0u64;
+            // At least one read, then until the truncation is over.
+            while reads == 0 || !done.load(std::sync::atomic::Ordering::Acquire) {
+                assert_eq!(
+                    ok(store.items(sample), "items during truncation"),
+                    *sampled,
+                    "read {reads} during the truncation"
+                );
+                reads += 1;
+            }
+        });
+        ok(store.truncate(&vv(&[("a", N - KEPT)])), "truncate");
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    assert_eq!(
+        seqs(&ok(
+            store.entries(&region("a"), Seq::ZERO, usize::MAX),
+            "entries"
+        )),
+        (N - KEPT + 1..=N).collect::<Vec<_>>(),
+        "the truncation removes its prefix"
+    );
+    check(&store, "after truncation");
+    let store = h.reopen(store);
+    check(&store, "after a reopen");
+    ok(store.truncate(&vv(&[("a", N)])), "truncate everything");
+    check(&store, "after truncating everything");
+}

@@ -51,6 +51,19 @@ struct Args {
     /// Distinct items the changes go to (default: one item per change).
     #[arg(long)]
     keys: Option<u64>,
+    /// Run only this engine phase and print its rate (to profile it, e.g.
+    /// under `perf record`); no baseline, so no ratio.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// An engine phase run alone (`--only`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Only {
+    /// [`Log::ingest`].
+    Ingest,
+    /// [`Log::ingest_pipelined`].
+    Pipelined,
 }
 
 fn attr(s: &str) -> AttrName {
@@ -369,6 +382,18 @@ fn main() -> Result<()> {
         items,
         payload / items
     );
+    if let Some(only) = args.only {
+        let phase = match only {
+            Only::Ingest => engine(eng_dir.path(), &args, keys)?.0,
+            Only::Pipelined => engine_pipelined(eng_dir.path(), &args, keys)?,
+        };
+        println!(
+            "{only:?} alone: {:.0} changes/s, peak RSS {:.1} MiB",
+            args.changes as f64 / phase.elapsed.as_secs_f64(),
+            phase.peak_rss_mib
+        );
+        return Ok(());
+    }
     let raw = raw_rocksdb(raw_dir.path(), &args, keys).context("raw RocksDB baseline")?;
     // Pipelined first: its store is closed when it ends, while the other
     // engine phase's store stays open for the floors below, and its

@@ -324,8 +324,8 @@ pub fn truncate_removes_a_prefix_up_to_applied<H: StoreHarness>(h: &mut H) {
 /// Items created from their entries (`items_from_entries`) read as those
 /// entries' deltas after the entries are truncated: while readers read
 /// them, in scans, and after a reopen. An item written since keeps its
-/// newer state. Crosses several truncation steps of a store that truncates
-/// in steps.
+/// newer state, and one made again from a later entry keeps that entry's.
+/// Crosses several truncation steps of a store that truncates in steps.
 pub fn truncation_keeps_items_from_entries<H: StoreHarness>(h: &mut H) {
     const N: u64 = 9_000;
     const KEPT: u64 = 100;
@@ -350,11 +350,25 @@ pub fn truncation_keeps_items_from_entries<H: StoreHarness>(h: &mut H) {
         ..CommitBatch::default()
     };
     ok(store.commit(&overwrite), "overwrite an item");
+    // An item made from a later entry of its own: it points there, and a
+    // truncation of its first entry must leave it alone.
+    let repointed = LogEntry {
+        key: entries[2].key.clone(),
+        ..entry("a", N + 1)
+    };
+    let again = CommitBatch {
+        entries: vec![repointed.clone()],
+        items_from_entries: vec![0],
+        applied: vv(&[("a", N + 1)]),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&again), "an item from a later entry");
     let mut expected: BTreeMap<ItemKey, ItemState> = entries
         .iter()
         .map(|e| (e.key.clone(), e.delta.clone()))
         .collect();
     expected.insert(rewritten.clone(), newer);
+    expected.insert(repointed.key.clone(), repointed.delta.clone());
     let sample: Vec<ItemKey> = expected.keys().step_by(97).cloned().collect();
     let sampled: Vec<Option<ItemState>> = sample.iter().map(|k| expected.get(k).cloned()).collect();
     let check = |store: &H::Store, when: &str| {
@@ -397,7 +411,7 @@ pub fn truncation_keeps_items_from_entries<H: StoreHarness>(h: &mut H) {
             store.entries(&region("a"), Seq::ZERO, usize::MAX),
             "entries"
         )),
-        (N - KEPT + 1..=N).collect::<Vec<_>>(),
+        (N - KEPT + 1..=N + 1).collect::<Vec<_>>(),
         "the truncation removes its prefix"
     );
     check(&store, "after truncation");

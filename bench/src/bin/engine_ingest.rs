@@ -51,15 +51,17 @@ struct Args {
     /// Distinct items the changes go to (default: one item per change).
     #[arg(long)]
     keys: Option<u64>,
-    /// Run only this engine phase and print its rate (to profile it, e.g.
+    /// Run only this phase and print its rate (to profile it, e.g.
     /// under `perf record`); no baseline, so no ratio.
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
 
-/// An engine phase run alone (`--only`).
+/// A phase run alone (`--only`).
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Only {
+    /// The raw RocksDB baseline.
+    Raw,
     /// [`Log::ingest`].
     Ingest,
     /// [`Log::ingest_pipelined`].
@@ -384,6 +386,7 @@ fn main() -> Result<()> {
     );
     if let Some(only) = args.only {
         let phase = match only {
+            Only::Raw => raw_rocksdb(raw_dir.path(), &args, keys)?,
             Only::Ingest => engine(eng_dir.path(), &args, keys)?.0,
             Only::Pipelined => engine_pipelined(eng_dir.path(), &args, keys)?,
         };

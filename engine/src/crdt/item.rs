@@ -432,7 +432,10 @@ impl ItemState {
         hlc: Hlc,
         ops: &[Op],
     ) -> Result<ItemState, OpError> {
-        let mut delta = ItemState::new();
+        let mut delta = ItemState {
+            attrs: SortedMap::with_capacity(ops.len()),
+            ..ItemState::new()
+        };
         // The change supersedes the dots that kept the item alive so far.
         delta
             .ctx

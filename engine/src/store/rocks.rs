@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{
@@ -143,6 +143,10 @@ pub struct RocksStore {
     writer: Mutex<()>,
     /// Set by a failed write; refuses every later write.
     poisoned: AtomicBool,
+    /// The size of the last commit's write batch: the next one starts with
+    /// that capacity instead of growing (and copying) its buffer as it
+    /// fills.
+    commit_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -190,6 +194,7 @@ impl RocksStore {
             path: options.path,
             durability: options.durability,
             writer: Mutex::new(()),
+            commit_bytes: AtomicUsize::new(0),
             poisoned: AtomicBool::new(false),
         })
     }
@@ -417,6 +422,10 @@ impl RocksStore {
     }
 }
 
+/// The largest write-batch capacity a commit starts with (one large
+/// commit must not make every later one allocate as much).
+const MAX_COMMIT_BYTES_HINT: usize = 4 << 20;
+
 /// The most entries per origin one truncation step removes (see
 /// [`RocksStore`]'s `truncate`).
 const TRUNCATE_STEP_ENTRIES: u64 = 4096;
@@ -440,7 +449,7 @@ impl LogStore for RocksStore {
         for cf in Cf::ALL {
             handles.push(self.cf(cf)?);
         }
-        let mut wb = WriteBatch::default();
+        let mut wb = WriteBatch::with_capacity_bytes(self.commit_bytes.load(Ordering::Relaxed));
         codec::commit_writes(batch, &applied, hlc, next, |cf, key, value| {
             wb.put_cf(handles[cf.index()], key, value);
             Ok(())
@@ -448,6 +457,10 @@ impl LogStore for RocksStore {
         if wb.is_empty() {
             return Ok(());
         }
+        self.commit_bytes.store(
+            wb.size_in_bytes().min(MAX_COMMIT_BYTES_HINT),
+            Ordering::Relaxed,
+        );
         self.write("commit", wb)
     }
 

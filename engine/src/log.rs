@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use crate::change::{Change, LogEntry};
 use crate::clock::{Clock, ClockSkew, HybridClock};
-use crate::crdt::{ItemState, OpError};
+use crate::crdt::{ItemState, OpError, encode_fresh};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
 use crate::key::ItemKey;
 use crate::schema::Schemas;
-use crate::store::{Checkpoint, CommitBatch, DeadLetter, Durability, LogStore, StoreError};
+use crate::store::{
+    Checkpoint, CommitBatch, DeadLetter, Durability, FreshEntry, LogStore, StoreError,
+};
 use item_cache::ItemCache;
 pub use item_cache::ItemCacheStats;
 pub use parked::ParkLimit;
@@ -346,6 +348,27 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 Some(ms) => self.hlc.stamp_source(ms),
                 None => self.hlc.now(),
             };
+            if slot.changes == 1 && slot.state.is_bottom() {
+                // An insert, and its item's only change in the batch: its
+                // delta encoded straight from the ops, if they are plain.
+                let mut delta = Vec::new();
+                if encode_fresh(schema, &region, hlc, &change.ops, &mut delta).is_some() {
+                    let seq = applied.get(&region).next();
+                    applied.set(region.clone(), seq);
+                    // Its state stays ⊥ here: the store writes the item.
+                    slot.touched = true;
+                    batch.fresh_entries.push(FreshEntry::from_parts(
+                        region.clone(),
+                        seq,
+                        hlc,
+                        deps.clone(),
+                        change.key.clone(),
+                        delta,
+                    ));
+                    outcomes.push(Ok((seq, hlc)));
+                    continue;
+                }
+            }
             match slot
                 .state
                 .prepare_in_place(schema, &region, hlc, &change.ops)
@@ -623,9 +646,20 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         &mut self,
         keys: impl Iterator<Item = &'k ItemKey>,
     ) -> Result<Vec<Slot>, StoreError> {
-        let mut unique: Vec<ItemKey> = keys.cloned().collect();
-        unique.sort();
-        unique.dedup();
+        let mut all: Vec<ItemKey> = keys.cloned().collect();
+        all.sort();
+        // The distinct keys, and how many of the batch's changes each has.
+        let mut unique: Vec<ItemKey> = Vec::with_capacity(all.len());
+        let mut counts: Vec<usize> = Vec::with_capacity(all.len());
+        for key in all {
+            match counts.last_mut() {
+                Some(n) if unique.last() == Some(&key) => *n += 1,
+                _ => {
+                    unique.push(key);
+                    counts.push(1);
+                }
+            }
+        }
         let cached: Vec<Option<ItemState>> = unique.iter().map(|k| self.items.take(k)).collect();
         let missing: Vec<ItemKey> = unique
             .iter()
@@ -645,11 +679,13 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         Ok(unique
             .into_iter()
             .zip(cached)
-            .map(|(key, cached)| Slot {
+            .zip(counts)
+            .map(|((key, cached), changes)| Slot {
                 key,
                 state: cached
                     .or_else(|| found.next().flatten())
                     .unwrap_or_default(),
+                changes,
                 touched: false,
                 from_entry: None,
             })
@@ -690,7 +726,8 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             applied,
         } = built;
         // A bottom state (e.g. the delete of an item never seen) holds no
-        // information and, contexts only growing, never replaces a stored one.
+        // information and, contexts only growing, never replaces a stored
+        // one. (A fresh entry's item is ⊥ here too: the store writes it.)
         for s in slots {
             if !s.touched {
                 // Unchanged: back into the cache as it was.
@@ -731,8 +768,11 @@ pub type ChangeOutcome = Result<(Seq, Hlc), ChangeError>;
 /// One item's state while a batch changes it.
 struct Slot {
     key: ItemKey,
-    /// The state, unless `from_entry` holds it.
+    /// The state, unless `from_entry` holds it, or a fresh entry does
+    /// (then it stays ⊥ here).
     state: ItemState,
+    /// How many of the batch's entries it was loaded for.
+    changes: usize,
     /// An entry of the batch changed it (only those are written).
     touched: bool,
     /// The index of the batch's entry whose delta is the item's state.
@@ -750,6 +790,7 @@ fn slot<'a>(slots: &'a mut Vec<Slot>, key: &ItemKey) -> &'a mut Slot {
                 Slot {
                     key: key.clone(),
                     state: ItemState::default(),
+                    changes: 0,
                     touched: false,
                     from_entry: None,
                 },

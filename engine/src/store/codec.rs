@@ -40,9 +40,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-#[cfg(feature = "rocksdb")]
-use super::EncodedEntry;
 use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
+#[cfg(feature = "rocksdb")]
+use super::{EncodedEntry, FreshEntry};
 use crate::change::LogEntry;
 use crate::crdt::{ItemState, Writer, read_compact, read_compact_sharing, write_compact};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};
@@ -378,19 +378,42 @@ fn encode_entry_into(
     } else {
         FORMAT_VERSION
     };
+    let head = (&entry.origin, entry.seq, entry.hlc, &entry.deps, &entry.key);
     envelope_as(first, "log entry", out, |out| {
-        let mut w = Writer(out);
-        w.str(entry.origin.as_str());
-        w.u64(entry.seq.0);
-        w.u64(entry.hlc.0);
-        w.length(entry.deps.len());
-        for (origin, seq) in entry.deps.iter() {
-            w.str(origin.as_str());
-            w.u64(seq.0);
-        }
-        w.serde(&entry.key)?;
+        write_entry_head(head, out)?;
         write_compact(&entry.delta, out)
     })
+}
+
+/// The value of a fresh entry (see [`FreshEntry`]): an entry holding its
+/// item, its delta's bytes as the engine encoded them.
+fn encode_fresh_entry_into(entry: &FreshEntry, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let head = (&entry.origin, entry.seq, entry.hlc, &entry.deps, &entry.key);
+    envelope_as(ENTRY_HOLDING_ITEM, "log entry", out, |out| {
+        write_entry_head(head, out)?;
+        out.extend_from_slice(entry.delta_bytes());
+        Ok(())
+    })
+}
+
+/// A log entry's fields before its delta: origin, seq, HLC, deps, key.
+type EntryHeadRef<'a> = (&'a RegionId, Seq, Hlc, &'a VersionVector, &'a ItemKey);
+
+/// Writes `head` as [`EntryHead`]'s postcard encoding.
+fn write_entry_head(
+    (origin, seq, hlc, deps, key): EntryHeadRef<'_>,
+    out: &mut Vec<u8>,
+) -> postcard::Result<()> {
+    let mut w = Writer(out);
+    w.str(origin.as_str());
+    w.u64(seq.0);
+    w.u64(hlc.0);
+    w.length(deps.len());
+    for (origin, seq) in deps.iter() {
+        w.str(origin.as_str());
+        w.u64(seq.0);
+    }
+    w.serde(key)
 }
 
 /// Decodes the value stored at `(origin, seq)`.
@@ -927,8 +950,12 @@ pub(crate) fn commit_puts(
     stored_hlc: Hlc,
     stored_dead_letter_next: Option<u64>,
 ) -> Result<Vec<Put>, StoreError> {
-    let mut puts =
-        Vec::with_capacity(batch.entries.len() + batch.items.len() + 2 + batch.checkpoints.len());
+    let mut puts = Vec::with_capacity(
+        2 * (batch.entries.len() + batch.fresh_entries.len())
+            + batch.items.len()
+            + 2
+            + batch.checkpoints.len(),
+    );
     commit_writes(
         batch,
         stored_applied,
@@ -992,6 +1019,16 @@ pub(crate) fn commit_writes(
             entry.key.encode_into(&mut key);
             put(Cf::Items, &key, &item_value)?;
         }
+    }
+    for entry in &batch.fresh_entries {
+        key.clear();
+        log_key_into(&entry.origin, entry.seq, &mut key);
+        encode_fresh_entry_into(entry, &mut value)?;
+        put(Cf::Log, &key, &value)?;
+        encode_item_at(&entry.origin, entry.seq, &mut item_value)?;
+        key.clear();
+        entry.key.encode_into(&mut key);
+        put(Cf::Items, &key, &item_value)?;
     }
     for (item, state) in &batch.items {
         key.clear();

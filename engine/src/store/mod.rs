@@ -284,6 +284,69 @@ pub enum Durability {
     Buffered,
 }
 
+/// The log entry of a change that created its item: its delta, which is
+/// the item's whole state, already in the compact encoding. The log encodes
+/// an insert's delta straight from its ops instead of building it as an
+/// [`ItemState`]; see [`CommitBatch::fresh_entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshEntry {
+    /// See [`LogEntry::origin`].
+    pub origin: RegionId,
+    /// See [`LogEntry::seq`].
+    pub seq: Seq,
+    /// See [`LogEntry::hlc`].
+    pub hlc: Hlc,
+    /// See [`LogEntry::deps`].
+    pub deps: VersionVector,
+    /// See [`LogEntry::key`].
+    pub key: ItemKey,
+    /// The delta's compact encoding (no envelope), made by the engine.
+    delta: Vec<u8>,
+}
+
+impl FreshEntry {
+    /// The fresh entry of `entry`, whose delta is its item's whole state.
+    pub fn encode(entry: &LogEntry) -> Result<Self, StoreError> {
+        let mut delta = Vec::new();
+        crate::crdt::write_compact(&entry.delta, &mut delta).map_err(|e| StoreError::Backend {
+            op: "encode value",
+            message: format!("log entry: {e}"),
+        })?;
+        Ok(Self::from_parts(
+            entry.origin.clone(),
+            entry.seq,
+            entry.hlc,
+            entry.deps.clone(),
+            entry.key.clone(),
+            delta,
+        ))
+    }
+
+    /// An entry of an already encoded `delta` (the engine's own encoding).
+    pub(crate) fn from_parts(
+        origin: RegionId,
+        seq: Seq,
+        hlc: Hlc,
+        deps: VersionVector,
+        key: ItemKey,
+        delta: Vec<u8>,
+    ) -> Self {
+        Self {
+            origin,
+            seq,
+            hlc,
+            deps,
+            key,
+            delta,
+        }
+    }
+
+    /// The delta's compact encoding.
+    pub(crate) fn delta_bytes(&self) -> &[u8] {
+        &self.delta
+    }
+}
+
 /// A source's position (a Kinesis sequence number, a PostgreSQL LSN, …),
 /// opaque to the store.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -305,6 +368,12 @@ pub struct CommitBatch {
     /// rewrites the item with its state). An item is in `items` or here,
     /// not both; an index beyond `entries` fails the commit.
     pub items_from_entries: Vec<usize>,
+    /// Log entries of changes that created their items, their deltas
+    /// already encoded. Each is written as an entry of `entries` listed in
+    /// `items_from_entries` is: a log entry holding its item's state, and
+    /// the item pointing at it. Their items are in neither `items` nor
+    /// `items_from_entries`.
+    pub fresh_entries: Vec<FreshEntry>,
     /// The applied vector after this batch, joined (pointwise maximum)
     /// into the stored one: the applied vector never goes backwards, and a
     /// batch may carry only the origins it advanced.

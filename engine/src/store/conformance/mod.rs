@@ -48,7 +48,8 @@ pub use reads::{
 pub use writes::{
     applied_and_hlc_never_go_backwards, commit_is_atomic_and_visible,
     concurrent_readers_see_whole_batches, empty_batch_changes_nothing,
-    failed_writes_leave_nothing_behind, items_from_entries_are_written_as_their_deltas,
+    failed_writes_leave_nothing_behind, fresh_entries_are_entries_holding_their_items,
+    items_from_entries_are_written_as_their_deltas,
     side_state_and_dead_letters_commit_with_the_batch,
 };
 
@@ -103,6 +104,7 @@ macro_rules! store_conformance_tests {
             concurrent_readers_see_whole_batches,
             items_from_entries_are_written_as_their_deltas,
             truncation_keeps_items_from_entries,
+            fresh_entries_are_entries_holding_their_items,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -134,4 +136,5 @@ pub fn run_all<H: StoreHarness>(h: &mut H) {
     concurrent_readers_see_whole_batches(h);
     items_from_entries_are_written_as_their_deltas(h);
     truncation_keeps_items_from_entries(h);
+    fresh_entries_are_entries_holding_their_items(h);
 }

@@ -4,10 +4,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::StoreHarness;
 use super::fixtures::{entry, ingest, key, letter, ok, region, seqs, source, vv};
+use crate::change::LogEntry;
 use crate::crdt::{AttrState, CausalContext, ItemState, Sibling, SortedMap, SortedSet};
 use crate::ids::{AttrName, Dot, Hlc, Seq};
 use crate::store::codec::MAX_VALUE_BYTES;
-use crate::store::{Checkpoint, CommitBatch, DeadLetterId, Durability, LogStore, StoreError};
+use crate::store::{
+    Checkpoint, CommitBatch, DeadLetterId, Durability, EncodedEntry, FreshEntry, LogStore,
+    StoreError,
+};
 use crate::value::AttrValue;
 
 /// Everything a commit writes is readable when it returns: entries, items,
@@ -384,5 +388,67 @@ pub fn items_from_entries_are_written_as_their_deltas<H: StoreHarness>(h: &mut H
         ok(store.entries(&region("a"), Seq::ZERO, 10), "entries"),
         vec![a1, a2],
         "the entries are written as usual"
+    );
+}
+
+/// Fresh entries (an insert's entry with its delta already encoded) are
+/// written as entries holding their items: they read back as log entries,
+/// raw and encoded, their items as their deltas, across a reopen and after
+/// a truncation removes them.
+pub fn fresh_entries_are_entries_holding_their_items<H: StoreHarness>(h: &mut H) {
+    let store = h.open(Durability::Sync);
+    let (a1, a2, a3, b1) = (entry("a", 1), entry("a", 2), entry("a", 3), entry("b", 1));
+    let fresh = |e: &LogEntry| ok(FreshEntry::encode(e), "encode a fresh entry");
+    let batch = CommitBatch {
+        entries: vec![a3.clone()],
+        items: vec![(a3.key.clone(), a3.delta.clone())],
+        fresh_entries: vec![fresh(&a2), fresh(&b1), fresh(&a1)],
+        applied: vv(&[("a", 3), ("b", 1)]),
+        ..CommitBatch::default()
+    };
+    ok(store.commit(&batch), "commit");
+    let keys = [
+        a1.key.clone(),
+        a2.key.clone(),
+        a3.key.clone(),
+        b1.key.clone(),
+    ];
+    let expected: Vec<Option<ItemState>> = [&a1, &a2, &a3, &b1]
+        .iter()
+        .map(|e| Some(e.delta.clone()))
+        .collect();
+    let check = |store: &H::Store, when: &str| {
+        assert_eq!(
+            ok(store.items(&keys), "items"),
+            expected,
+            "{when}: the items of fresh entries read as their deltas"
+        );
+    };
+    check(&store, "after the commit");
+    assert_eq!(
+        ok(store.entries(&region("a"), Seq::ZERO, 10), "entries"),
+        vec![a1.clone(), a2.clone(), a3.clone()],
+        "fresh entries are log entries"
+    );
+    let encoded: Vec<EncodedEntry> = [&a1, &a2, &a3]
+        .iter()
+        .map(|e| ok(EncodedEntry::encode(e), "encode"))
+        .collect();
+    assert_eq!(
+        ok(
+            store.encoded_entries(&region("a"), Seq::ZERO, 10),
+            "encoded entries"
+        ),
+        encoded,
+        "fresh entries ship as any entry"
+    );
+    let store = h.reopen(store);
+    check(&store, "after a reopen");
+    ok(store.truncate(&vv(&[("a", 2), ("b", 1)])), "truncate");
+    check(&store, "after their entries are truncated");
+    assert_eq!(
+        ok(store.entries(&region("a"), Seq::ZERO, 10), "entries"),
+        vec![a3],
+        "the truncation removes its prefix"
     );
 }

@@ -317,7 +317,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         changes: &[Change],
         attached: Attached,
     ) -> Result<(Built, Vec<ChangeOutcome>), StoreError> {
-        let mut slots = self.load(changes.iter().map(|c| &c.key))?;
+        let (mut slots, of) = self.load(changes.iter().map(|c| &c.key))?;
         let mut batch = CommitBatch {
             checkpoints: attached.checkpoints,
             side: attached.side,
@@ -329,12 +329,12 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         let mut outcomes = Vec::with_capacity(changes.len());
         let mut deps = self.applied.clone();
         deps.set(region.clone(), Seq::ZERO);
-        for change in changes {
+        for (change, &i) in changes.iter().zip(&of) {
             let Some(schema) = self.config.schemas.get(change.key.table()) else {
                 outcomes.push(Err(ChangeError::UnknownTable(change.key.table().clone())));
                 continue;
             };
-            let slot = slot(&mut slots, &change.key);
+            let slot = &mut slots[i];
             if let Some(i) = slot.from_entry.take() {
                 // Changed again in this batch: its state so far is that
                 // entry's delta.
@@ -478,9 +478,9 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         accepted: Vec<LogEntry>,
         applied: VersionVector,
     ) -> Result<(), StoreError> {
-        let mut slots = self.load(accepted.iter().map(|e| &e.key))?;
-        for entry in &accepted {
-            let slot = slot(&mut slots, &entry.key);
+        let (mut slots, of) = self.load(accepted.iter().map(|e| &e.key))?;
+        for (entry, &i) in accepted.iter().zip(&of) {
+            let slot = &mut slots[i];
             slot.state.join(&entry.delta);
             slot.touched = true;
         }
@@ -577,9 +577,9 @@ impl<S: LogStore, C: Clock> Log<S, C> {
         &mut self,
         items: &[(ItemKey, ItemState)],
     ) -> Result<(), StoreError> {
-        let mut slots = self.load(items.iter().map(|(k, _)| k))?;
-        for (key, state) in items {
-            slot(&mut slots, key).state.join(state);
+        let (mut slots, of) = self.load(items.iter().map(|(k, _)| k))?;
+        for ((_, state), &i) in items.iter().zip(&of) {
+            slots[i].state.join(state);
         }
         let mut batch = CommitBatch {
             items: slots
@@ -639,26 +639,31 @@ impl<S: LogStore, C: Clock> Log<S, C> {
     }
 
     /// Current states of the given items (each loaded once), sorted by key:
-    /// taken from the item cache, or read from the store. Every slot must
-    /// then go through [`Log::commit`] (or [`Log::settle_items`]), which
-    /// puts the states back or forgets them.
+    /// taken from the item cache, or read from the store; and for each of
+    /// `keys`, in order, the index of its slot. Every slot must then go
+    /// through [`Log::commit`] (or [`Log::settle_items`]), which puts the
+    /// states back or forgets them.
     fn load<'k>(
         &mut self,
         keys: impl Iterator<Item = &'k ItemKey>,
-    ) -> Result<Vec<Slot>, StoreError> {
-        let mut all: Vec<ItemKey> = keys.cloned().collect();
-        all.sort();
-        // The distinct keys, and how many of the batch's changes each has.
-        let mut unique: Vec<ItemKey> = Vec::with_capacity(all.len());
-        let mut counts: Vec<usize> = Vec::with_capacity(all.len());
-        for key in all {
+    ) -> Result<(Vec<Slot>, Vec<usize>), StoreError> {
+        let keys: Vec<&ItemKey> = keys.collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[a].cmp(keys[b]));
+        // The distinct keys, how many of `keys` each is, and where each of
+        // `keys` went.
+        let mut unique: Vec<ItemKey> = Vec::with_capacity(keys.len());
+        let mut counts: Vec<usize> = Vec::with_capacity(keys.len());
+        let mut of = vec![0; keys.len()];
+        for i in order {
             match counts.last_mut() {
-                Some(n) if unique.last() == Some(&key) => *n += 1,
+                Some(n) if unique.last() == Some(keys[i]) => *n += 1,
                 _ => {
-                    unique.push(key);
+                    unique.push(keys[i].clone());
                     counts.push(1);
                 }
             }
+            of[i] = unique.len() - 1;
         }
         let cached: Vec<Option<ItemState>> = unique.iter().map(|k| self.items.take(k)).collect();
         let missing: Vec<ItemKey> = unique
@@ -676,7 +681,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 return Err(e);
             }
         };
-        Ok(unique
+        let slots = unique
             .into_iter()
             .zip(cached)
             .zip(counts)
@@ -689,7 +694,8 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 touched: false,
                 from_entry: None,
             })
-            .collect())
+            .collect();
+        Ok((slots, of))
     }
 
     /// After a commit of `batch`'s items: on success they are the items'
@@ -777,26 +783,4 @@ struct Slot {
     touched: bool,
     /// The index of the batch's entry whose delta is the item's state.
     from_entry: Option<usize>,
-}
-
-/// The slot of `key` in `slots` (sorted by key, as [`Log::load`] returns
-/// them; a key it was not asked for gets a fresh slot, in order).
-fn slot<'a>(slots: &'a mut Vec<Slot>, key: &ItemKey) -> &'a mut Slot {
-    let i = match slots.binary_search_by(|s| s.key.cmp(key)) {
-        Ok(i) => i,
-        Err(i) => {
-            slots.insert(
-                i,
-                Slot {
-                    key: key.clone(),
-                    state: ItemState::default(),
-                    changes: 0,
-                    touched: false,
-                    from_entry: None,
-                },
-            );
-            i
-        }
-    };
-    &mut slots[i]
 }

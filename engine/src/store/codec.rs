@@ -40,9 +40,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, StoreError};
 #[cfg(feature = "rocksdb")]
-use super::{EncodedEntry, FreshEntry};
+use super::EncodedEntry;
+use super::{Checkpoint, CommitBatch, DeadLetter, DeadLetterId, FreshEntry, StoreError};
 use crate::change::LogEntry;
 use crate::crdt::{ItemState, Writer, read_compact, read_compact_sharing, write_compact};
 use crate::ids::{Hlc, RegionId, Seq, SourceId, TableName, VersionVector};

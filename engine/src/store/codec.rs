@@ -138,6 +138,24 @@ fn envelope(
     envelope_as(FORMAT_VERSION, what, out, payload)
 }
 
+/// A value of ours that did not serialize. Our types always serialize;
+/// this would be a programming error in a `Serialize` impl, which the node
+/// cannot fix by retrying.
+fn encode_failed(what: &'static str, e: postcard::Error) -> StoreError {
+    StoreError::Backend {
+        op: "encode value",
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The compact encoding of `state` with no envelope: a fresh entry's
+/// delta (see [`FreshEntry`]).
+pub(crate) fn compact(what: &'static str, state: &ItemState) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    write_compact(state, &mut out).map_err(|e| encode_failed(what, e))?;
+    Ok(out)
+}
+
 /// [`envelope`] with `first` for the version byte.
 fn envelope_as(
     first: u8,
@@ -147,14 +165,7 @@ fn envelope_as(
 ) -> Result<(), StoreError> {
     out.clear();
     out.push(first);
-    payload(out).map_err(|e| {
-        // Our types always serialize; this would be a programming error in
-        // a Serialize impl, which the node cannot fix by retrying.
-        StoreError::Backend {
-            op: "encode value",
-            message: format!("{what}: {e}"),
-        }
-    })?;
+    payload(out).map_err(|e| encode_failed(what, e))?;
     let size = out.len() + ENVELOPE_BYTES - 1;
     if size > MAX_VALUE_BYTES {
         return Err(StoreError::TooLarge { what, size });

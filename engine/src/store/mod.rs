@@ -307,11 +307,7 @@ pub struct FreshEntry {
 impl FreshEntry {
     /// The fresh entry of `entry`, whose delta is its item's whole state.
     pub fn encode(entry: &LogEntry) -> Result<Self, StoreError> {
-        let mut delta = Vec::new();
-        crate::crdt::write_compact(&entry.delta, &mut delta).map_err(|e| StoreError::Backend {
-            op: "encode value",
-            message: format!("log entry: {e}"),
-        })?;
+        let delta = codec::compact("log entry", &entry.delta)?;
         Ok(Self::from_parts(
             entry.origin.clone(),
             entry.seq,

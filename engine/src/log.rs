@@ -322,6 +322,8 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             checkpoints: attached.checkpoints,
             side: attached.side,
             dead_letters: attached.dead_letters,
+            // Mostly inserts: room for every change as a fresh entry.
+            fresh_entries: Vec::with_capacity(changes.len()),
             ..CommitBatch::default()
         };
         let mut applied = self.applied.clone();
@@ -687,6 +689,7 @@ impl<S: LogStore, C: Clock> Log<S, C> {
             .zip(counts)
             .map(|((key, cached), changes)| Slot {
                 key,
+                taken: cached.is_some(),
                 state: cached
                     .or_else(|| found.next().flatten())
                     .unwrap_or_default(),
@@ -741,15 +744,22 @@ impl<S: LogStore, C: Clock> Log<S, C> {
                 continue;
             }
             match s.from_entry {
+                // A new item (not cached: see `item_cache`).
                 Some(i) => {
-                    // A new item (not cached: see `item_cache`).
-                    self.items.forget(&s.key);
                     if batch.entries.get(i).is_some_and(|e| !e.delta.is_bottom()) {
                         batch.items_from_entries.push(i);
                     }
                 }
-                None if s.state.is_bottom() => self.items.forget(&s.key),
-                None => batch.items.push((s.key, s.state)),
+                None if s.state.is_bottom() => {}
+                None => {
+                    batch.items.push((s.key, s.state));
+                    continue;
+                }
+            }
+            // Not cached after the commit: a placeholder left by taking the
+            // state out goes (an insert's item, never cached, left none).
+            if s.taken {
+                self.items.forget(&s.key);
             }
         }
         batch.applied = applied.clone();
@@ -779,6 +789,8 @@ struct Slot {
     state: ItemState,
     /// How many of the batch's entries it was loaded for.
     changes: usize,
+    /// Its state was taken from the item cache.
+    taken: bool,
     /// An entry of the batch changed it (only those are written).
     touched: bool,
     /// The index of the batch's entry whose delta is the item's state.

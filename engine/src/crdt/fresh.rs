@@ -17,6 +17,9 @@
 //! [`ItemState`]: super::ItemState
 //! [`ItemState::prepare_in_place`]: super::ItemState
 
+use std::borrow::Cow;
+use std::mem::discriminant;
+
 use super::encoding::Writer;
 use crate::change::Op;
 use crate::ids::{AttrName, Hlc, RegionId};
@@ -32,8 +35,9 @@ enum Attr<'a> {
         dot: u64,
         value: &'a AttrValue,
     },
-    /// A set's elements with their dots, in element order.
-    Set(Vec<(Scalar, u64)>),
+    /// A set's elements with their dots, in element order (borrowed from
+    /// the op, or made from a set value's strings, numbers or binaries).
+    Set(Vec<(Cow<'a, Scalar>, u64)>),
     /// A counter's first contribution.
     Counter(i128),
 }
@@ -69,7 +73,7 @@ pub(crate) fn encode_fresh(
     let mut next = 1u64;
     for op in ops {
         let attr = op.attr()?;
-        if schema.is_key(attr) || attrs.iter().any(|(a, _)| *a == attr) {
+        if schema.is_key(attr) {
             return None;
         }
         let policy = schema.policy(attr);
@@ -83,11 +87,12 @@ pub(crate) fn encode_fresh(
                     value,
                 }
             }
-            (Op::Set { value, .. }, MergePolicy::Set) => {
-                Attr::Set(elements(value.set_elements()?, &mut next)?)
-            }
+            (Op::Set { value, .. }, MergePolicy::Set) => Attr::Set(elements(
+                value.set_elements()?.into_iter().map(Cow::Owned),
+                &mut next,
+            )?),
             (Op::AddToSet { elements: e, .. }, MergePolicy::Set) => {
-                Attr::Set(elements(e.clone(), &mut next)?)
+                Attr::Set(elements(e.iter().map(Cow::Borrowed), &mut next)?)
             }
             // Zero leaves the counter ⊥, and `i128::MIN` overflows its value.
             (Op::Add { amount, .. }, MergePolicy::Counter)
@@ -101,6 +106,10 @@ pub(crate) fn encode_fresh(
     }
     let alive = next;
     attrs.sort_unstable_by_key(|(a, _)| *a);
+    // An attribute written twice is the state path's to merge.
+    if attrs.windows(2).any(|w| w[0].0 == w[1].0) {
+        return None;
+    }
     let key_names =
         schema.partition_key().as_str().len() + schema.sort_key().map_or(0, |k| k.as_str().len());
     let size = key_names
@@ -135,15 +144,23 @@ pub(crate) fn encode_fresh(
 /// A set's `elements` with fresh dots in the order given, sorted; `None`
 /// for none, for a repeated element, or for elements of mixed types (the
 /// `ItemState` path refuses those or keeps one dot per element).
-fn elements(elements: Vec<Scalar>, next: &mut u64) -> Option<Vec<(Scalar, u64)>> {
-    let first = elements.first()?.type_name();
-    let mut dotted = Vec::with_capacity(elements.len());
+fn elements<'a>(
+    elements: impl ExactSizeIterator<Item = Cow<'a, Scalar>>,
+    next: &mut u64,
+) -> Option<Vec<(Cow<'a, Scalar>, u64)>> {
+    let mut dotted: Vec<(Cow<'a, Scalar>, u64)> = Vec::with_capacity(elements.len());
     for e in elements {
-        if e.type_name() != first {
+        if dotted
+            .first()
+            .is_some_and(|(first, _)| discriminant(&**first) != discriminant(&*e))
+        {
             return None;
         }
         dotted.push((e, *next));
         *next += 1;
+    }
+    if dotted.is_empty() {
+        return None;
     }
     dotted.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
     if dotted.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -198,7 +215,7 @@ fn write(
                 w.u64(2);
                 w.length(elements.len());
                 for (e, dot) in elements {
-                    w.serde(e)?;
+                    w.serde(&**e)?;
                     w.length(1);
                     w.u64(0);
                     w.u64(*dot);

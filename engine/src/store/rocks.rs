@@ -497,15 +497,18 @@ impl LogStore for RocksStore {
         let values = self
             .db
             .batched_multi_get_cf(cf, encoded.iter().copied(), sorted);
-        keys.iter()
-            .zip(values)
-            .map(|(key, value)| {
+        // Filled in place: collecting `Result`s gives no size hint, and
+        // growing a vector of states copies every state read so far.
+        let mut states = Vec::with_capacity(keys.len());
+        for (key, value) in keys.iter().zip(values) {
+            let value = value.map_err(|e| backend("read items", e))?;
+            states.push(
                 value
-                    .map_err(|e| backend("read items", e))?
                     .map(|bytes| self.item_state(key, &bytes))
-                    .transpose()
-            })
-            .collect()
+                    .transpose()?,
+            );
+        }
+        Ok(states)
     }
 
     fn scan_items(

@@ -18,6 +18,7 @@
 //! After each round the new applied vector is published on the `head`
 //! watch, which wakes the peer links.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -359,24 +360,29 @@ impl IngestBatch {
         self.attached.side.extend(attached.side);
         self.attached.dead_letters.extend(attached.dead_letters);
     }
+}
 
-    /// Hands each job its own outcomes from the batch's report.
-    fn reply(self, report: Result<IngestReport, StoreError>, replies: &mut Vec<Reply>) {
-        match report {
-            Ok(report) => {
-                let mut outcomes = report.outcomes.into_iter();
-                for (len, reply) in self.parts {
-                    let part = IngestReport {
-                        outcomes: outcomes.by_ref().take(len).collect(),
-                        durable: report.durable,
-                    };
-                    replies.push(self::reply(reply, Ok(part)));
-                }
+/// Hands each job of a commit (`parts`) its own outcomes from the commit's
+/// report.
+fn answer(
+    parts: Vec<(usize, IngestReply)>,
+    report: Result<IngestReport, StoreError>,
+    replies: &mut Vec<Reply>,
+) {
+    match report {
+        Ok(report) => {
+            let mut outcomes = report.outcomes.into_iter();
+            for (len, reply) in parts {
+                let part = IngestReport {
+                    outcomes: outcomes.by_ref().take(len).collect(),
+                    durable: report.durable,
+                };
+                replies.push(self::reply(reply, Ok(part)));
             }
-            Err(e) => {
-                for (_, reply) in self.parts {
-                    replies.push(self::reply(reply, Err(e.clone())));
-                }
+        }
+        Err(e) => {
+            for (_, reply) in parts {
+                replies.push(self::reply(reply, Err(e.clone())));
             }
         }
     }
@@ -414,34 +420,30 @@ fn ingest_group<S: LogStore + Clone, C: Clock>(
     replies: &mut Vec<Reply>,
 ) {
     let mut batches = cut_batches(group);
-    if batches.len() == 1 {
-        if let Some(mut batch) = batches.pop() {
-            let changes = std::mem::take(&mut batch.changes);
-            let attached = std::mem::take(&mut batch.attached);
-            let report = log.ingest_with(&changes, attached);
-            batch.reply(report, replies);
-        }
+    if batches.len() == 1
+        && let Some(IngestBatch {
+            changes,
+            attached,
+            parts,
+        }) = batches.pop()
+    {
+        answer(parts, log.ingest_with(&changes, attached), replies);
         return;
     }
-    let mut inputs = Vec::with_capacity(batches.len());
-    let mut waiting = std::collections::VecDeque::with_capacity(batches.len());
-    for mut batch in batches {
-        inputs.push((
-            std::mem::take(&mut batch.changes),
-            std::mem::take(&mut batch.attached),
-        ));
-        waiting.push_back(batch);
-    }
+    let (inputs, mut waiting): (Vec<_>, VecDeque<_>) = batches
+        .into_iter()
+        .map(|b| ((b.changes, b.attached), b.parts))
+        .unzip();
     // One report per batch taken, in order.
     let result = log.ingest_pipelined(inputs, |report| {
-        if let Some(batch) = waiting.pop_front() {
-            batch.reply(report, replies);
+        if let Some(parts) = waiting.pop_front() {
+            answer(parts, report, replies);
         }
     });
     // Batches never taken (the pipeline stopped at a failure).
     if let Err(e) = result {
-        for batch in waiting {
-            batch.reply(Err(e.clone()), replies);
+        for parts in waiting {
+            answer(parts, Err(e.clone()), replies);
         }
     }
 }
